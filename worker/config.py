@@ -1,0 +1,195 @@
+"""Configuration: every setting comes from an environment variable, read and checked once.
+
+``Settings.from_env()`` raises ``WorkerError(CONFIG_INVALID)`` listing every problem at
+once, so a misconfigured endpoint fails at start with one clear message instead of on
+the first job. The README's configuration table documents each variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from worker.errors import ErrorCode, WorkerError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "wan22_animate_replace.json"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Object storage (MinIO or any S3-compatible server)
+    minio_endpoint: str
+    minio_access_key: str
+    minio_secret_key: str
+    minio_bucket: str
+    minio_use_ssl: bool
+    minio_region: str | None
+    default_driving_video_path: str | None
+    output_prefix: str
+    presigned_url_expiry_s: int
+    # ComfyUI beside the worker
+    comfy_url: str
+    comfy_input_dir: Path | None
+    comfy_output_dir: Path | None
+    workflow: Path
+    # Limits
+    job_timeout_s: float
+    max_image_bytes: int
+    max_image_pixels: int
+    max_video_bytes: int
+    max_video_duration_s: float
+    allow_private_urls: bool
+    # Behaviour
+    progress_interval_s: float
+    work_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        settings = cls(
+            minio_endpoint=reader.required("MINIO_ENDPOINT", _endpoint),
+            minio_access_key=reader.required("MINIO_ACCESS_KEY", str),
+            minio_secret_key=reader.required("MINIO_SECRET_KEY", str),
+            minio_bucket=reader.required("MINIO_BUCKET", str),
+            minio_use_ssl=reader.optional("MINIO_USE_SSL", _bool, False),
+            minio_region=reader.optional("MINIO_REGION", str, None),
+            default_driving_video_path=reader.optional("DEFAULT_DRIVING_VIDEO_PATH", str, None),
+            output_prefix=reader.optional("OUTPUT_PREFIX", _prefix, "outputs"),
+            presigned_url_expiry_s=reader.optional(
+                "PRESIGNED_URL_EXPIRY_S", _int_between(60, 7 * 24 * 3600), 3600
+            ),
+            comfy_url=reader.optional("COMFY_URL", _http_url, "http://127.0.0.1:8188"),
+            comfy_input_dir=reader.optional("COMFY_INPUT_DIR", _existing_dir, None),
+            comfy_output_dir=reader.optional("COMFY_OUTPUT_DIR", _existing_dir, None),
+            workflow=reader.optional("WORKFLOW", _workflow_path, DEFAULT_WORKFLOW),
+            job_timeout_s=reader.optional("JOB_TIMEOUT_S", _float_between(10, 24 * 3600), 1140.0),
+            max_image_bytes=reader.optional("MAX_IMAGE_BYTES", _int_between(1024, 1 << 34), 25 * 1024**2),
+            max_image_pixels=reader.optional("MAX_IMAGE_PIXELS", _int_between(4096, 1 << 31), 40_000_000),
+            max_video_bytes=reader.optional("MAX_VIDEO_BYTES", _int_between(1024, 1 << 40), 1024**3),
+            max_video_duration_s=reader.optional(
+                "MAX_VIDEO_DURATION_S", _float_between(0.1, 24 * 3600), 120.0
+            ),
+            allow_private_urls=reader.optional("ALLOW_PRIVATE_URLS", _bool, False),
+            progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
+            work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
+        )
+        reader.raise_if_problems()
+        return settings
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def required(self, name: str, parse: Callable[[str], T]) -> T:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            self.problems.append(f"{name} is required but not set")
+            return None  # type: ignore[return-value]
+        return self._parse(name, raw, parse)
+
+    def optional(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        return self._parse(name, raw, parse)
+
+    def _parse(self, name: str, raw: str, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{name}={raw!r}: {exc}")
+            return None  # type: ignore[return-value]
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise WorkerError(
+                ErrorCode.CONFIG_INVALID,
+                "invalid configuration: " + "; ".join(self.problems),
+                details={"problems": self.problems},
+            )
+
+
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _endpoint(raw: str) -> str:
+    """MinIO wants ``host[:port]``; accept a URL too and keep its host part."""
+    if "://" in raw:
+        parts = urlsplit(raw)
+        if parts.path not in ("", "/"):
+            raise ValueError("the endpoint must not have a path")
+        raw = parts.netloc
+    if not raw or "/" in raw:
+        raise ValueError("expected host[:port], e.g. minio.example.com:9000")
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL such as http://127.0.0.1:8188")
+    return raw.rstrip("/")
+
+
+def _prefix(raw: str) -> str:
+    value = raw.strip("/")
+    if not value or ".." in value.split("/"):
+        raise ValueError("expected a key prefix such as 'outputs' (no '..')")
+    return value
+
+
+def _existing_dir(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_dir():
+        raise ValueError("not an existing directory")
+    return path
+
+
+def _workflow_path(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not path.is_file():
+        raise ValueError(f"workflow file {path} does not exist")
+    bindings = path.with_suffix(".bindings.json")
+    if not bindings.is_file():
+        raise ValueError(f"bindings file {bindings} does not exist")
+    return path

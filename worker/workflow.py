@@ -1,0 +1,195 @@
+"""Workflow binding: a pinned API-format graph plus a bindings file, turned into the
+exact graph submitted for one job.
+
+``workflows/NAME.json`` is a ComfyUI API graph; ``workflows/NAME.bindings.json`` maps each
+job parameter to the node inputs it sets and names the one output node::
+
+    {"inputs": {"image": [{"node": "1", "input": "image"}], ...},
+     "defaults": {"seed": 42, "prompt": "...", "negative_prompt": "..."},
+     "output": {"node": "7"},
+     "windows": {...}}            # optional: per-length expansion, see worker.windows
+
+Switching workflows is the ``WORKFLOW`` environment variable, no code.
+
+    python -m worker.workflow --frames N [--workflow PATH]
+
+prints the exact graph the worker would submit for a driving video of N frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.errors import ErrorCode, WorkerError
+
+PARAMETERS = (
+    "image",
+    "driving_video",
+    "seed",
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "fps",
+    "frames",
+    "filename_prefix",
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    node: str
+    input: str
+
+
+@dataclass(frozen=True)
+class WorkflowParams:
+    """Everything a job sets in the graph."""
+
+    image: str
+    driving_video: str
+    frames: int
+    filename_prefix: str
+    seed: int
+    prompt: str
+    negative_prompt: str
+    width: int = 1280
+    height: int = 720
+    fps: float = 24.0
+
+    def value(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    path: Path
+    sha256: str
+    graph: dict[str, Any]
+    bindings: dict[str, tuple[Binding, ...]]
+    output_node: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Workflow:
+        bindings_path = path.with_suffix(".bindings.json")
+        try:
+            graph_bytes = path.read_bytes()
+            bindings_bytes = bindings_path.read_bytes()
+            graph = json.loads(graph_bytes)
+            spec = json.loads(bindings_bytes)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise _invalid(f"cannot read workflow {path.name}: {exc}") from exc
+        digest = hashlib.sha256(graph_bytes + b"\0" + bindings_bytes).hexdigest()
+        workflow = cls(
+            name=path.stem,
+            path=path,
+            sha256=digest,
+            graph=graph,
+            bindings=_parse_bindings(spec),
+            output_node=str(spec.get("output", {}).get("node", "")),
+            defaults=dict(spec.get("defaults", {})),
+            windows=spec.get("windows"),
+        )
+        workflow._check()
+        return workflow
+
+    def _check(self) -> None:
+        if not isinstance(self.graph, dict) or not self.graph:
+            raise _invalid(f"{self.path.name} is not an API-format graph (an object of nodes)")
+        for node_id, node in self.graph.items():
+            if not isinstance(node, dict) or "class_type" not in node or "inputs" not in node:
+                raise _invalid(f"node {node_id} of {self.path.name} has no class_type/inputs")
+        if self.output_node not in self.graph:
+            raise _invalid(f"output node {self.output_node!r} is not in {self.path.name}")
+        for name, targets in self.bindings.items():
+            for target in targets:
+                node = self.graph.get(target.node)
+                if node is None:
+                    raise _invalid(f"binding {name!r} points at missing node {target.node}")
+                # A binding may only set an input the node already has: a misspelled input
+                # name would be silently ignored by ComfyUI.
+                if target.input not in node["inputs"]:
+                    raise _invalid(
+                        f"binding {name!r} sets unknown input {target.input!r} of node "
+                        f"{target.node} ({node['class_type']})"
+                    )
+        for required in ("image", "driving_video", "frames", "filename_prefix"):
+            if not self.bindings.get(required):
+                raise _invalid(f"{self.path.name}: parameter {required!r} is bound to no node")
+
+    def build(self, params: WorkflowParams) -> dict[str, Any]:
+        """The API graph for one job: bound values set, then expanded for its length."""
+        graph = copy.deepcopy(self.graph)
+        for name, targets in self.bindings.items():
+            value = params.value(name)
+            for target in targets:
+                graph[target.node]["inputs"][target.input] = value
+        if self.windows is not None:
+            from worker.windows import expand_windows
+
+            graph = expand_windows(graph, self.windows, frames=params.frames)
+        return graph
+
+
+def _parse_bindings(spec: dict[str, Any]) -> dict[str, tuple[Binding, ...]]:
+    raw = spec.get("inputs")
+    if not isinstance(raw, dict):
+        raise _invalid("bindings file has no 'inputs' object")
+    unknown = sorted(set(raw) - set(PARAMETERS))
+    if unknown:
+        raise _invalid(f"bindings name unknown parameters {unknown}; known: {list(PARAMETERS)}")
+    bindings: dict[str, tuple[Binding, ...]] = {}
+    for name, targets in raw.items():
+        try:
+            bindings[name] = tuple(Binding(node=str(t["node"]), input=str(t["input"])) for t in targets)
+        except (TypeError, KeyError) as exc:
+            raise _invalid(f"binding {name!r} must be a list of {{node, input}}") from exc
+    return bindings
+
+
+def _invalid(message: str) -> WorkerError:
+    return WorkerError(ErrorCode.WORKFLOW_INVALID, message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from worker.config import DEFAULT_WORKFLOW
+
+    parser = argparse.ArgumentParser(description="Print the API graph the worker submits for N frames.")
+    parser.add_argument("--frames", type=int, required=True, help="driving video frames at 24 fps")
+    parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.frames < 1:
+        parser.error("--frames must be at least 1")
+    try:
+        workflow = Workflow.load(args.workflow)
+        params = WorkflowParams(
+            image="avatar.png",
+            driving_video="driving.mp4",
+            frames=args.frames,
+            filename_prefix="wan-worker/example",
+            seed=args.seed if args.seed is not None else int(workflow.defaults.get("seed", 42)),
+            prompt=str(workflow.defaults.get("prompt", "")),
+            negative_prompt=str(workflow.defaults.get("negative_prompt", "")),
+        )
+        graph = workflow.build(params)
+    except WorkerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    json.dump(graph, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
