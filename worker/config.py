@@ -109,7 +109,8 @@ class _Reader:
         try:
             return parse(raw)
         except (ValueError, TypeError) as exc:
-            self.problems.append(f"{name}={raw!r}: {exc}")
+            shown = "<hidden>" if any(word in name for word in ("SECRET", "TOKEN", "PASSWORD")) else repr(raw)
+            self.problems.append(f"{name}={shown}: {exc}")
             return None  # type: ignore[return-value]
 
     def raise_if_problems(self) -> None:

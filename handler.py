@@ -1,0 +1,82 @@
+"""RunPod serverless handler: Wan2.2 Animate character replacement, MinIO in and out.
+
+One job:
+  1. download the avatar image and the driving video from MinIO (keys, never inline media);
+  2. prepare them (avatar decoded and checked; driving video conformed to 24 fps, 1280x720);
+  3. run the pinned workflow in the ComfyUI beside this worker, reporting progress;
+  4. validate the result (H.264, 1280x720, 24 fps, one frame per driving frame, audio kept);
+  5. upload it to MinIO and return its key (and a presigned URL when asked).
+The steps live in ``worker.job``; this file only connects them to RunPod.
+
+    python handler.py                      # serve RunPod jobs
+    python handler.py --test_input '{"input": {...}}'   # one job, locally
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import Any
+
+import runpod
+
+from worker.config import Settings
+from worker.errors import WorkerError
+from worker.job import JobRunner
+from worker.logs import log_event
+
+_runner: JobRunner | None = None
+_runner_lock = threading.Lock()
+
+
+def get_runner() -> JobRunner:
+    """The job runner, built once from the environment (raises CONFIG_INVALID)."""
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            _runner = JobRunner(Settings.from_env())
+        return _runner
+
+
+async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    job_id = str(job.get("id") or "local")
+    try:
+        runner = get_runner()
+    except WorkerError as exc:
+        log_event("config_invalid", job_id, level="error", error=exc.message)
+        return exc.to_result()
+
+    cancel = threading.Event()
+
+    def send_progress(payload: dict[str, Any]) -> None:
+        runpod.serverless.progress_update(job, payload)
+
+    # Blocking work runs in a thread so that RunPod's cancel and timeout can reach this
+    # coroutine; on cancellation the job interrupts ComfyUI and stops at the next check.
+    try:
+        return await asyncio.to_thread(runner.run, job_id, job.get("input"), send_progress, cancel)
+    except asyncio.CancelledError:
+        cancel.set()
+        log_event("job_cancelled", job_id, level="warning")
+        raise
+
+
+def main() -> None:
+    try:
+        runner = get_runner()
+    except WorkerError as exc:
+        print(f"wan-worker: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    log_event(
+        "worker_ready",
+        workflow=runner.workflow.name,
+        workflow_sha256=runner.workflow.sha256,
+        comfy_url=runner.settings.comfy_url,
+        bucket=runner.settings.minio_bucket,
+    )
+    runpod.serverless.start({"handler": handler})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Configuration is read once from the environment and every problem is reported together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.config import Settings
+from worker.errors import ErrorCode, WorkerError
+
+REQUIRED = {
+    "MINIO_ENDPOINT": "127.0.0.1:9000",
+    "MINIO_ACCESS_KEY": "ak",
+    "MINIO_SECRET_KEY": "sk",
+    "MINIO_BUCKET": "media",
+    "WORKFLOW": "workflows/model_free_still.json",
+}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(REQUIRED)
+    assert settings.comfy_url == "http://127.0.0.1:8188"
+    assert settings.minio_use_ssl is False
+    assert settings.output_prefix == "outputs"
+    assert settings.workflow.name == "model_free_still.json"
+    assert settings.job_timeout_s < 1200  # below the endpoint's execution timeout
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    env = {
+        "MINIO_ENDPOINT": "http://minio:9000/path",
+        "MINIO_USE_SSL": "maybe",
+        "JOB_TIMEOUT_S": "-5",
+        "COMFY_URL": "ftp://x",
+        "WORKFLOW": "workflows/nope.json",
+    }
+    with pytest.raises(WorkerError) as caught:
+        Settings.from_env(env)
+    error = caught.value
+    assert error.code is ErrorCode.CONFIG_INVALID
+    problems = " ".join(error.details["problems"])
+    for name in (
+        "MINIO_ACCESS_KEY",
+        "MINIO_SECRET_KEY",
+        "MINIO_BUCKET",
+        "MINIO_ENDPOINT",
+        "MINIO_USE_SSL",
+        "JOB_TIMEOUT_S",
+        "COMFY_URL",
+        "WORKFLOW",
+    ):
+        assert name in problems
+
+
+def test_secrets_never_appear_in_config_errors() -> None:
+    env = {**REQUIRED, "MINIO_SECRET_KEY": "super-secret-value", "MINIO_USE_SSL": "bad"}
+    with pytest.raises(WorkerError) as caught:
+        Settings.from_env(env)
+    assert "super-secret-value" not in caught.value.message
+
+
+def test_endpoint_url_is_reduced_to_host_port(tmp_path: Path) -> None:
+    env = {**REQUIRED, "MINIO_ENDPOINT": "https://minio.example.com:9000", "COMFY_INPUT_DIR": str(tmp_path)}
+    settings = Settings.from_env(env)
+    assert settings.minio_endpoint == "minio.example.com:9000"
+    assert settings.comfy_input_dir == tmp_path

@@ -1,0 +1,110 @@
+"""The job input contract: field names, exactly-one image source, keys, ids, types."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.errors import ErrorCode, WorkerError
+from worker.request import output_key, parse_request, sanitize_id
+
+BASE = {"input_image_minio_path": "avatars/a.png", "driving_video_path": "videos/d.mp4"}
+
+
+def parse(**fields: object) -> object:
+    return parse_request({**BASE, **fields}, default_driving_video=None)
+
+
+def error_of(raw: object, default: str | None = None) -> WorkerError:
+    with pytest.raises(WorkerError) as caught:
+        parse_request(raw, default_driving_video=default)
+    return caught.value
+
+
+def test_minimal_request_is_parsed() -> None:
+    request = parse_request(dict(BASE), default_driving_video=None)
+    assert request.image_key == "avatars/a.png"
+    assert request.driving_video_key == "videos/d.mp4"
+    assert request.image_url is None
+    assert request.seed is None
+    assert request.return_presigned_url is False
+
+
+def test_unknown_field_is_rejected_by_name_with_a_suggestion() -> None:
+    error = error_of({**BASE, "driving_video_key": "x.mp4"})
+    assert error.code is ErrorCode.INVALID_INPUT
+    assert "driving_video_key" in error.message
+    assert "driving_video_path" in error.message  # the suggestion
+    assert error.details["unknown_fields"] == ["driving_video_key"]
+
+
+def test_exactly_one_image_source() -> None:
+    both = error_of({**BASE, "input_image_url": "https://example.com/a.png"})
+    assert both.code is ErrorCode.INVALID_INPUT
+    neither = error_of({"driving_video_path": "v.mp4"})
+    assert neither.code is ErrorCode.INVALID_INPUT
+    assert "exactly one" in neither.message
+
+
+def test_url_image_source_must_be_http() -> None:
+    error = error_of({"input_image_url": "file:///etc/passwd", "driving_video_path": "v.mp4"})
+    assert error.code is ErrorCode.URL_NOT_ALLOWED
+    ok = parse_request(
+        {"input_image_url": "https://example.com/a.png", "driving_video_path": "v.mp4"},
+        default_driving_video=None,
+    )
+    assert ok.image_url == "https://example.com/a.png"
+
+
+@pytest.mark.parametrize("key", ["../secret.png", "/etc/passwd", "a/../../b.png", "a\\b.png"])
+def test_unsafe_keys_are_refused(key: str) -> None:
+    error = error_of({**BASE, "input_image_minio_path": key})
+    assert error.code is ErrorCode.INVALID_INPUT
+    error = error_of({**BASE, "driving_video_path": key})
+    assert error.code is ErrorCode.INVALID_INPUT
+
+
+def test_default_driving_video_is_used_only_when_absent() -> None:
+    request = parse_request({"input_image_minio_path": "a.png"}, default_driving_video="defaults/talk.mp4")
+    assert request.driving_video_key == "defaults/talk.mp4"
+    error = error_of({"input_image_minio_path": "a.png"})
+    assert "DEFAULT_DRIVING_VIDEO_PATH" in error.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seed", -1),
+        ("seed", 2**64),
+        ("seed", "7"),
+        ("seed", True),
+        ("prompt", 5),
+        ("prompt", "x" * 5000),
+        ("return_presigned_url", "yes"),
+        ("user_id", ["a"]),
+        ("user_id", "///"),
+    ],
+)
+def test_bad_types_are_invalid_input(field: str, value: object) -> None:
+    error = error_of({**BASE, field: value})
+    assert error.code is ErrorCode.INVALID_INPUT
+    assert field in error.message
+
+
+def test_input_that_is_not_an_object() -> None:
+    assert error_of(None).code is ErrorCode.INVALID_INPUT
+    assert error_of(["a"]).code is ErrorCode.INVALID_INPUT
+
+
+def test_ids_are_sanitised_into_one_key_segment() -> None:
+    request = parse(user_id="../../etc", avatar_id="ava tar/1")
+    assert request.user_id == "etc"
+    assert request.avatar_id == "ava_tar_1"
+    assert sanitize_id("a/b\\c") == "a_b_c"
+    assert parse(user_id=42).user_id == "42"
+
+
+def test_output_key_leaves_absent_ids_out() -> None:
+    assert output_key("outputs", "job-1", "u1", "a1") == "outputs/u1/a1/job-1.mp4"
+    assert output_key("outputs", "job-1", None, "a1") == "outputs/a1/job-1.mp4"
+    assert output_key("outputs", "job-1", None, None) == "outputs/job-1.mp4"
+    assert output_key("out/v2", "sync-12ab/x", "u", None) == "out/v2/u/sync-12ab_x.mp4"

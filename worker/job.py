@@ -1,0 +1,411 @@
+"""One job, from MinIO keys to a validated MP4 in MinIO.
+
+``JobRunner.run`` is blocking; the handler runs it in a thread so RunPod's cancel and
+timeout reach it (through ``cancel``). Each stage is timed; every failure is a
+``WorkerError`` with a stable code; inputs are only read; the output key is written once,
+by an atomic (multipart) upload of a file that already passed validation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.comfy_client import ComfyClient, Progress
+from worker.config import Settings
+from worker.errors import ErrorCode, WorkerError
+from worker.logs import log_event
+from worker.media import (
+    DrivingVideo,
+    VideoInfo,
+    conform_driving_video,
+    finalize_output,
+    prepare_avatar,
+    validate_output,
+)
+from worker.request import JobRequest, output_key, parse_request, sanitize_id
+from worker.storage import Storage
+from worker.urlfetch import fetch_url
+from worker.workflow import Workflow, WorkflowParams
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+# Where each stage sits on the job's 0-100 % progress scale.
+STAGE_SPAN = {
+    "download": (0.0, 4.0),
+    "prepare": (4.0, 8.0),
+    "queue": (8.0, 10.0),
+    "inference": (10.0, 94.0),
+    "postprocess": (94.0, 97.0),
+    "upload": (97.0, 100.0),
+}
+OUTPUT_WIDTH, OUTPUT_HEIGHT, OUTPUT_FPS = 1280, 720, 24
+# Metadata stored with each output so a re-delivered job can check what it finds.
+META_FRAMES, META_AUDIO, META_WORKFLOW = "frames", "has-audio", "workflow-sha256"
+
+
+class ProgressReporter:
+    """Sends progress to /status: every stage change, and otherwise at most one update
+    per ``interval_s`` (each update is an HTTP call from the SDK)."""
+
+    def __init__(self, sink: ProgressSink, job_id: str, interval_s: float) -> None:
+        self.sink = sink
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self._last_sent = 0.0
+        self._last_stage: str | None = None
+
+    def stage(self, stage: str, fraction: float = 0.0, **extra: Any) -> None:
+        low, high = STAGE_SPAN[stage]
+        percent = round(low + (high - low) * min(max(fraction, 0.0), 1.0), 1)
+        now = time.monotonic()
+        if stage == self._last_stage and now - self._last_sent < self.interval_s:
+            return
+        self._last_stage, self._last_sent = stage, now
+        payload = {"stage": stage, "percent": percent, **{k: v for k, v in extra.items() if v is not None}}
+        try:
+            self.sink(payload)
+        except Exception as exc:  # progress is best effort: never fail a job over it
+            log_event("progress_update_failed", self.job_id, level="warning", error=str(exc))
+
+    def comfy(self, progress: Progress) -> None:
+        stage = "queue" if progress.stage == "queued" else "inference"
+        self.stage(
+            stage,
+            progress.percent / 100.0,
+            node=progress.node_title,
+            step=progress.step,
+            steps=progress.steps,
+        )
+
+
+@dataclass
+class StageClock:
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.monotonic() - start, 3)
+
+    def report(self) -> dict[str, float]:
+        stages = ("download", "prepare", "queue", "inference", "postprocess", "upload")
+        result = {stage: self.timings.get(stage, 0.0) for stage in stages}
+        result["total"] = round(time.monotonic() - self.started, 3)
+        return result
+
+
+class JobRunner:
+    """Holds what lives across jobs (settings, clients, the loaded workflow)."""
+
+    def __init__(self, settings: Settings, *, storage: Storage | None = None) -> None:
+        self.settings = settings
+        self.workflow = Workflow.load(settings.workflow)
+        self.storage = storage or Storage(
+            endpoint=settings.minio_endpoint,
+            access_key=settings.minio_access_key,
+            secret_key=settings.minio_secret_key,
+            bucket=settings.minio_bucket,
+            secure=settings.minio_use_ssl,
+            region=settings.minio_region,
+        )
+        self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
+
+    def run(
+        self,
+        job_id: str,
+        raw_input: Any,
+        progress_sink: ProgressSink,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """The job's result dict, or an error dict with a stable ``error_code``."""
+        cancel = cancel or threading.Event()
+        log_event("job_started", job_id, workflow=self.workflow.name)
+        try:
+            result = _Job(
+                self,
+                job_id,
+                raw_input,
+                ProgressReporter(progress_sink, job_id, self.settings.progress_interval_s),
+                cancel,
+            ).run()
+        except WorkerError as exc:
+            log_event(
+                "job_failed",
+                job_id,
+                level="error",
+                error_code=exc.code.value,
+                error=exc.message,
+                details=exc.details,
+                refresh_worker=exc.refresh_worker,
+            )
+            return exc.to_result()
+        except Exception as exc:
+            log_event("job_crashed", job_id, level="error", error=repr(exc), traceback=traceback.format_exc())
+            return WorkerError(
+                ErrorCode.INTERNAL_ERROR,
+                f"internal error ({type(exc).__name__}): {exc}",
+                refresh_worker=True,
+            ).to_result()
+        log_event(
+            "job_succeeded",
+            job_id,
+            minio_key=result["minio_key"],
+            reused=result["reused"],
+            timings_s=result["timings_s"],
+        )
+        return result
+
+
+class _Job:
+    def __init__(
+        self,
+        runner: JobRunner,
+        job_id: str,
+        raw_input: Any,
+        progress: ProgressReporter,
+        cancel: threading.Event,
+    ) -> None:
+        self.runner = runner
+        self.settings = runner.settings
+        self.job_id = job_id
+        self.raw_input = raw_input
+        self.progress = progress
+        self.cancel = cancel
+        self.clock = StageClock()
+        self.deadline = time.monotonic() + self.settings.job_timeout_s
+
+    def run(self) -> dict[str, Any]:
+        request = parse_request(
+            self.raw_input, default_driving_video=self.settings.default_driving_video_path
+        )
+        key = output_key(self.settings.output_prefix, self.job_id, request.user_id, request.avatar_id)
+        seed = (
+            request.seed if request.seed is not None else int(self.runner.workflow.defaults.get("seed", 42))
+        )
+
+        work_dir = self.settings.work_dir / f"{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            reused = self._existing_output(key, work_dir)
+            if reused is not None:
+                return self._result(request, key, reused, seed, reused=True)
+            avatar_src, video_src = self._download(request, work_dir)
+            avatar_path, driving = self._prepare(avatar_src, video_src, work_dir)
+            raw_output = self._generate(request, avatar_path, driving, seed, work_dir)
+            video = self._postprocess(raw_output, driving, work_dir / "final.mp4")
+            self._upload(work_dir / "final.mp4", key, driving)
+            return self._result(request, key, video, seed, reused=False)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _existing_output(self, key: str, work_dir: Path) -> VideoInfo | None:
+        """RunPod may deliver a job twice: a valid output of this job id is returned as is."""
+        info = self.runner.storage.stat(key)
+        if info is None:
+            return None
+        metadata = info.metadata
+        if metadata.get(META_WORKFLOW) != self.runner.workflow.sha256 or META_FRAMES not in metadata:
+            log_event("existing_output_ignored", self.job_id, minio_key=key, reason="metadata mismatch")
+            return None
+        copy = work_dir / "existing.mp4"
+        with self.clock.measure("download"):
+            self.runner.storage.download(key, copy, max_bytes=max(info.size, 1), field="output")
+        try:
+            video = validate_output(
+                copy,
+                frames=int(metadata[META_FRAMES]),
+                has_audio=metadata.get(META_AUDIO) == "1",
+                width=OUTPUT_WIDTH,
+                height=OUTPUT_HEIGHT,
+                fps=OUTPUT_FPS,
+            )
+        except (WorkerError, ValueError) as exc:
+            log_event("existing_output_ignored", self.job_id, minio_key=key, reason=str(exc))
+            return None
+        log_event("existing_output_reused", self.job_id, minio_key=key)
+        return video
+
+    def _download(self, request: JobRequest, work_dir: Path) -> tuple[Path, Path]:
+        self.progress.stage("download")
+        storage = self.runner.storage
+        avatar_src = work_dir / "avatar.src"
+        video_src = work_dir / "driving.src"
+        with self.clock.measure("download"):
+            if request.image_key is not None:
+                storage.download(
+                    request.image_key,
+                    avatar_src,
+                    max_bytes=self.settings.max_image_bytes,
+                    field="input_image_minio_path",
+                )
+            else:
+                assert request.image_url is not None
+                fetch_url(
+                    request.image_url,
+                    avatar_src,
+                    max_bytes=self.settings.max_image_bytes,
+                    allow_private=self.settings.allow_private_urls,
+                )
+            self._check_time()
+            storage.download(
+                request.driving_video_key,
+                video_src,
+                max_bytes=self.settings.max_video_bytes,
+                field="driving_video_path",
+            )
+        self._check_time()
+        return avatar_src, video_src
+
+    def _prepare(self, avatar_src: Path, video_src: Path, work_dir: Path) -> tuple[Path, DrivingVideo]:
+        self.progress.stage("prepare")
+        with self.clock.measure("prepare"):
+            avatar = prepare_avatar(
+                avatar_src, work_dir / "avatar.png", max_pixels=self.settings.max_image_pixels
+            )
+            driving = conform_driving_video(
+                video_src,
+                work_dir / "driving.mp4",
+                width=OUTPUT_WIDTH,
+                height=OUTPUT_HEIGHT,
+                fps=OUTPUT_FPS,
+                max_duration_s=self.settings.max_video_duration_s,
+            )
+        log_event(
+            "inputs_prepared",
+            self.job_id,
+            avatar=f"{avatar.width}x{avatar.height} {avatar.source_format}",
+            driving_source=f"{driving.source.width}x{driving.source.height}@{driving.source.fps}",
+            frames=driving.frames,
+            has_audio=driving.has_audio,
+        )
+        self._check_time()
+        return avatar.path, driving
+
+    def _generate(
+        self,
+        request: JobRequest,
+        avatar_path: Path,
+        driving: DrivingVideo,
+        seed: int,
+        work_dir: Path,
+    ) -> Path:
+        comfy = self.runner.comfy
+        workflow = self.runner.workflow
+        # A fresh prefix per attempt: ComfyUI caches node outputs across prompts, and a
+        # re-delivered job must not be answered with a file an earlier attempt removed.
+        attempt = f"{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
+        inputs: list[str] = []
+        run = None
+        self.progress.stage("queue")
+        try:
+            with self.clock.measure("queue"):
+                inputs.append(comfy.put_input(avatar_path, f"wan-worker/{attempt}/avatar.png"))
+                inputs.append(comfy.put_input(driving.path, f"wan-worker/{attempt}/driving.mp4"))
+            params = WorkflowParams(
+                image=inputs[0],
+                driving_video=inputs[1],
+                frames=driving.frames,
+                filename_prefix=f"wan-worker/{attempt}",
+                seed=seed,
+                prompt=request.prompt
+                if request.prompt is not None
+                else str(workflow.defaults.get("prompt", "")),
+                negative_prompt=(
+                    request.negative_prompt
+                    if request.negative_prompt is not None
+                    else str(workflow.defaults.get("negative_prompt", ""))
+                ),
+                width=OUTPUT_WIDTH,
+                height=OUTPUT_HEIGHT,
+                fps=float(OUTPUT_FPS),
+            )
+            graph = workflow.build(params)
+            run = comfy.run(
+                graph,
+                output_node=workflow.output_node,
+                deadline=self.deadline,
+                on_progress=self.progress.comfy,
+                cancel=self.cancel,
+                job_id=self.job_id,
+            )
+            self.clock.timings["queue"] = round(self.clock.timings.get("queue", 0.0) + run.queue_s, 3)
+            self.clock.timings["inference"] = round(run.inference_s, 3)
+            raw_output = work_dir / "generated.mp4"
+            with self.clock.measure("postprocess"):
+                comfy.download_output(run.output, raw_output)
+            log_event("generation_done", self.job_id, prompt_id=run.prompt_id, frames=driving.frames)
+            return raw_output
+        finally:
+            comfy.remove_inputs(inputs)
+            if run is not None:
+                comfy.remove_output(run.output, self.settings.comfy_output_dir)
+
+    def _postprocess(self, raw_output: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
+        self.progress.stage("postprocess")
+        with self.clock.measure("postprocess"):
+            return finalize_output(raw_output, driving, dest)
+
+    def _upload(self, path: Path, key: str, driving: DrivingVideo) -> None:
+        self._check_time()
+        self.progress.stage("upload")
+        with self.clock.measure("upload"):
+            self.runner.storage.upload(
+                path,
+                key,
+                content_type="video/mp4",
+                metadata={
+                    META_FRAMES: str(driving.frames),
+                    META_AUDIO: "1" if driving.has_audio else "0",
+                    META_WORKFLOW: self.runner.workflow.sha256,
+                },
+            )
+
+    def _result(
+        self, request: JobRequest, key: str, video: VideoInfo, seed: int, *, reused: bool
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "minio_key": key,
+            "video": {
+                "width": video.width,
+                "height": video.height,
+                "fps": float(video.fps),
+                "frames": video.frames,
+                "duration_s": round(video.duration_s, 3),
+                "has_audio": video.has_audio,
+                "size_bytes": video.size_bytes,
+            },
+            "timings_s": self.clock.report(),
+            "workflow": {"name": self.runner.workflow.name, "sha256": self.runner.workflow.sha256},
+            "seed": seed,
+            "reused": reused,
+        }
+        if request.return_presigned_url:
+            result["presigned_url"] = self.runner.storage.presigned_get(
+                key, self.settings.presigned_url_expiry_s
+            )
+        return result
+
+    def _check_time(self) -> None:
+        if self.cancel.is_set():
+            raise WorkerError(ErrorCode.CANCELLED, "the job was cancelled")
+        if time.monotonic() > self.deadline:
+            raise WorkerError(
+                ErrorCode.TIMEOUT,
+                f"the job exceeded JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s",
+                details={"job_timeout_s": self.settings.job_timeout_s},
+            )

@@ -1,0 +1,163 @@
+"""The job's ``input`` contract: parsed and checked before anything is downloaded.
+
+Field names are the platform's and must not change. Unknown fields are rejected by name
+(a typo such as ``driving_video_key`` must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from worker.errors import ErrorCode, WorkerError
+from worker.storage import validate_key
+
+FIELDS = (
+    "input_image_minio_path",
+    "input_image_url",
+    "driving_video_path",
+    "user_id",
+    "avatar_id",
+    "seed",
+    "prompt",
+    "negative_prompt",
+    "return_presigned_url",
+)
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**64 - 1
+MAX_ID_CHARS = 128
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    image_key: str | None
+    image_url: str | None
+    driving_video_key: str
+    user_id: str | None
+    avatar_id: str | None
+    seed: int | None
+    prompt: str | None
+    negative_prompt: str | None
+    return_presigned_url: bool
+
+
+def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
+    if not isinstance(raw, dict):
+        raise _invalid('the job must be {"input": {...}} with an object as input')
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise _invalid(
+            "unknown input field(s): " + ", ".join(_with_suggestion(name) for name in unknown),
+            unknown_fields=unknown,
+            allowed_fields=list(FIELDS),
+        )
+
+    image_key = _optional_str(raw, "input_image_minio_path")
+    image_url = _optional_str(raw, "input_image_url")
+    if (image_key is None) == (image_url is None):
+        raise _invalid("give exactly one of input_image_minio_path (a MinIO key) or input_image_url")
+    if image_key is not None:
+        image_key = validate_key(image_key, field="input_image_minio_path")
+    if image_url is not None:
+        scheme = urlsplit(image_url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise WorkerError(
+                ErrorCode.URL_NOT_ALLOWED,
+                f"input_image_url must be an http(s) URL, not {scheme or 'a bare path'!r}",
+                details={"field": "input_image_url"},
+            )
+
+    video_key = _optional_str(raw, "driving_video_path") or default_driving_video
+    if not video_key:
+        raise _invalid("driving_video_path is required (no DEFAULT_DRIVING_VIDEO_PATH is configured)")
+    video_key = validate_key(video_key, field="driving_video_path")
+
+    return JobRequest(
+        image_key=image_key,
+        image_url=image_url,
+        driving_video_key=video_key,
+        user_id=_optional_id(raw, "user_id"),
+        avatar_id=_optional_id(raw, "avatar_id"),
+        seed=_optional_seed(raw),
+        prompt=_optional_prompt(raw, "prompt"),
+        negative_prompt=_optional_prompt(raw, "negative_prompt"),
+        return_presigned_url=_optional_bool(raw, "return_presigned_url"),
+    )
+
+
+def sanitize_id(value: str) -> str:
+    """An id made safe as one key segment: letters, digits, '.', '_', '-' only."""
+    cleaned = _UNSAFE_ID_CHARS.sub("_", value).strip("._")
+    return cleaned[:MAX_ID_CHARS]
+
+
+def output_key(prefix: str, job_id: str, user_id: str | None, avatar_id: str | None) -> str:
+    """``{prefix}/{user_id}/{avatar_id}/{job_id}.mp4``, absent ids left out."""
+    safe_job_id = sanitize_id(job_id)
+    if not safe_job_id:
+        raise _invalid(f"job id {job_id!r} cannot be used in an object key")
+    segments = [prefix, *(segment for segment in (user_id, avatar_id) if segment), f"{safe_job_id}.mp4"]
+    return "/".join(segments)
+
+
+def _optional_str(raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(f"{name} must be a string, got {type(value).__name__}", field=name)
+    value = value.strip()
+    return value or None
+
+
+def _optional_id(raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _invalid(f"{name} must be a string or an integer", field=name)
+    text = str(value).strip()
+    if not text:
+        return None
+    cleaned = sanitize_id(text)
+    if not cleaned:
+        raise _invalid(f"{name} {text!r} has no characters usable in an object key", field=name)
+    return cleaned
+
+
+def _optional_seed(raw: dict[str, Any]) -> int | None:
+    value = raw.get("seed")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise _invalid(f"seed must be an integer between 0 and {MAX_SEED}", field="seed")
+    return value
+
+
+def _optional_prompt(raw: dict[str, Any], name: str) -> str | None:
+    value = _optional_str(raw, name)
+    if value is not None and len(value) > MAX_PROMPT_CHARS:
+        raise _invalid(f"{name} is longer than {MAX_PROMPT_CHARS} characters", field=name)
+    return value
+
+
+def _optional_bool(raw: dict[str, Any], name: str) -> bool:
+    value = raw.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(f"{name} must be true or false", field=name)
+    return value
+
+
+def _with_suggestion(name: str) -> str:
+    close = difflib.get_close_matches(name, FIELDS, n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+
+
+def _invalid(message: str, **details: Any) -> WorkerError:
+    return WorkerError(ErrorCode.INVALID_INPUT, message, details=details)
