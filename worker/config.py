@@ -31,6 +31,8 @@ class Settings:
     minio_bucket: str
     minio_use_ssl: bool
     minio_region: str | None
+    minio_public_endpoint: str | None
+    minio_public_use_ssl: bool | None
     default_driving_video_path: str | None
     output_prefix: str
     presigned_url_expiry_s: int
@@ -61,6 +63,8 @@ class Settings:
             minio_bucket=reader.required("MINIO_BUCKET", str),
             minio_use_ssl=reader.optional("MINIO_USE_SSL", _bool, False),
             minio_region=reader.optional("MINIO_REGION", str, None),
+            minio_public_endpoint=reader.optional("MINIO_PUBLIC_ENDPOINT", _endpoint, None),
+            minio_public_use_ssl=reader.optional("MINIO_PUBLIC_ENDPOINT", _url_is_https, None),
             default_driving_video_path=reader.optional("DEFAULT_DRIVING_VIDEO_PATH", str, None),
             output_prefix=reader.optional("OUTPUT_PREFIX", _prefix, "outputs"),
             presigned_url_expiry_s=reader.optional(
@@ -161,6 +165,13 @@ def _endpoint(raw: str) -> str:
     if not raw or "/" in raw:
         raise ValueError("expected host[:port], e.g. minio.example.com:9000")
     return raw
+
+
+def _url_is_https(raw: str) -> bool | None:
+    """The scheme of MINIO_PUBLIC_ENDPOINT when it is a URL; None means 'as MINIO_USE_SSL'."""
+    if "://" not in raw:
+        return None
+    return urlsplit(raw).scheme == "https"
 
 
 def _http_url(raw: str) -> str:

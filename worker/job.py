@@ -120,6 +120,8 @@ class JobRunner:
             bucket=settings.minio_bucket,
             secure=settings.minio_use_ssl,
             region=settings.minio_region,
+            public_endpoint=settings.minio_public_endpoint,
+            public_secure=settings.minio_public_use_ssl,
         )
         self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
 

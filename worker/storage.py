@@ -173,6 +173,8 @@ class Storage:
         backoff_s: float = 0.5,
         chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
         part_bytes: int = UPLOAD_PART_BYTES,
+        public_endpoint: str | None = None,
+        public_secure: bool | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.bucket = bucket
@@ -195,6 +197,18 @@ class Storage:
             region=region,
             http_client=http,
         )
+        # Presigned URLs carry the host they were signed for: when MinIO is reached on an
+        # internal name, sign for the name clients use. Signing is offline given a region.
+        self.presign_client = self.client
+        if public_endpoint:
+            self.presign_client = Minio(
+                public_endpoint,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=secure if public_secure is None else public_secure,
+                region=region or "us-east-1",
+                http_client=http,
+            )
 
     # -- public operations -------------------------------------------------------------
 
@@ -333,7 +347,7 @@ class Storage:
             return self._retrying(
                 "presign",
                 key,
-                lambda: self.client.presigned_get_object(
+                lambda: self.presign_client.presigned_get_object(
                     self.bucket, key, expires=timedelta(seconds=expires_s)
                 ),
             )
