@@ -1,0 +1,472 @@
+"""download_models.py end to end: the real huggingface_hub client against tests.support.fake_hub,
+a fake RunPod cache folder and real files, through the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import download_models
+from tests.support.fake_hub import FakeHub
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "download_models.py"
+REPO = "TestOrg/tiny-models"
+OTHER_REPO = "TestOrg/other-models"
+
+UNET = os.urandom(6 * 1024)
+VAE = os.urandom(5 * 1024)
+LORA = os.urandom(3 * 1024)
+UNET_BF16 = os.urandom(8 * 1024)
+
+_CLEARED_ENV = (
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+    "HF_HUB_CACHE",
+    "MODEL_VARIANT",
+    "RUNPOD_HF_CACHE_ROOT",
+    "COMFY_MODELS_DIR",
+    "ALLOW_UNPINNED_MODELS",
+)
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as fake:
+        yield fake
+
+
+def entry(role: str, folder: str, filename: str, path: str, content: bytes, revision: str | None, **over):
+    return {
+        "role": role,
+        "filename": filename,
+        "folder": folder,
+        "repo": REPO,
+        "revision": revision,
+        "path": path,
+        "size": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        **over,
+    }
+
+
+@pytest.fixture
+def setup(hub: FakeHub, tmp_path: Path):
+    """A fake repo with three files at one commit, a manifest pinning that commit, empty models dir."""
+    commit = hub.commit(
+        REPO,
+        {"weights/unet.safetensors": UNET, "vae/vae.safetensors": VAE, "loras/lora.safetensors": LORA},
+    )
+    bf16_commit = hub.commit(OTHER_REPO, {"split/unet_bf16.safetensors": UNET_BF16})
+    manifest = {
+        "default_variant": "fp8",
+        "files": [
+            entry(
+                "diffusion_model",
+                "diffusion_models",
+                "unet.safetensors",
+                "weights/unet.safetensors",
+                UNET,
+                commit,
+            ),
+            entry("vae", "vae", "vae.safetensors", "vae/vae.safetensors", VAE, commit),
+            entry("lora", "loras", "lora.safetensors", "loras/lora.safetensors", LORA, commit),
+        ],
+        "alternatives": {
+            "bf16": {
+                "files": [
+                    {
+                        **entry(
+                            "diffusion_model",
+                            "diffusion_models",
+                            "unet_bf16.safetensors",
+                            "split/unet_bf16.safetensors",
+                            UNET_BF16,
+                            bf16_commit,
+                        ),
+                        "repo": OTHER_REPO,
+                    }
+                ]
+            }
+        },
+    }
+    return Setup(hub, tmp_path, manifest, commit)
+
+
+class Setup:
+    def __init__(self, hub: FakeHub, tmp: Path, manifest: dict, commit: str) -> None:
+        self.hub, self.tmp, self.manifest, self.commit = hub, tmp, manifest, commit
+        self.models = tmp / "models"
+        self.cache = tmp / "runpod-cache"
+
+    def write_manifest(self) -> Path:
+        path = self.tmp / "manifest.json"
+        path.write_text(json.dumps(self.manifest))
+        return path
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
+        full_env.update(
+            HF_ENDPOINT=self.hub.endpoint,
+            HF_HUB_DISABLE_XET="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HOME=str(self.tmp / "hf-home"),
+            PYTHONUNBUFFERED="1",
+        )
+        full_env.update(env or {})
+        cmd = [
+            sys.executable,
+            str(SCRIPT),
+            "--manifest",
+            str(self.write_manifest()),
+            "--models-dir",
+            str(self.models),
+            "--hf-cache-root",
+            str(self.cache),
+            "--retry-wait",
+            "0.05",
+            "--progress-interval",
+            "0.2",
+            *args,
+        ]
+        return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120, check=False)
+
+    def installed(self, folder: str, filename: str) -> Path:
+        return self.models / folder / filename
+
+
+def cdn_gets(hub: FakeHub, path: str) -> list:
+    return hub.requests_for(path, method="GET", server="cdn")
+
+
+def table_lines(stdout: str, relpath: str) -> list[str]:
+    """The lines of the plan and result tables that describe relpath, in order."""
+    lines = [line for line in stdout.splitlines() if line.startswith(relpath + " ")]
+    assert lines, f"no row for {relpath} in:\n{stdout}"
+    return lines
+
+
+def table_row(stdout: str, relpath: str) -> list[str]:
+    """Cells of the last table row for relpath (the result table after an install)."""
+    return table_lines(stdout, relpath)[-1].split()
+
+
+# ------------------------------------------------------------------------------------------- install
+
+
+def test_downloads_every_file_at_the_pinned_revision(setup: Setup) -> None:
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    assert setup.installed("diffusion_models", "unet.safetensors").read_bytes() == UNET
+    assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
+    assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA
+    heads = setup.hub.requests_for("weights/unet.safetensors", method="HEAD", server="hub")
+    assert [h.revision for h in heads] == [setup.commit]
+    assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1:3] == ["downloaded", str(len(UNET))]
+    assert "RESULT ok: 3 files (3 downloaded, 0 cache, 0 present)" in done.stdout
+    # nothing left behind but the installed files and the hash record
+    leftovers = sorted(p.relative_to(setup.models).as_posix() for p in setup.models.rglob("*") if p.is_file())
+    assert leftovers == [
+        ".download_models/verified.json",
+        "diffusion_models/unet.safetensors",
+        "loras/lora.safetensors",
+        "vae/vae.safetensors",
+    ]
+
+
+def test_requests_name_the_pinned_commit_not_a_branch(setup: Setup, hub: FakeHub) -> None:
+    hub.commit(REPO, {"weights/unet.safetensors": b"a newer main"})  # main moves on; the pin must not
+
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    assert setup.installed("diffusion_models", "unet.safetensors").read_bytes() == UNET
+    assert {r.revision for r in setup.hub.requests_for("weights/unet.safetensors")} == {setup.commit}
+
+
+def test_second_run_skips_present_files_without_contacting_the_hub(setup: Setup) -> None:
+    assert setup.run().returncode == 0
+    setup.hub.clear_requests()
+
+    again = setup.run()
+
+    assert again.returncode == 0, again.stderr
+    assert setup.hub.requests == []
+    assert table_row(again.stdout, "vae/vae.safetensors")[1] == "present"
+    assert "RESULT ok: 3 files (0 downloaded, 0 cache, 3 present)" in again.stdout
+
+
+def test_dropped_connection_resumes_with_a_range_request(setup: Setup, hub: FakeHub) -> None:
+    # huggingface_hub writes in 10 MiB chunks: the file must outgrow one so the partial body reaches disk.
+    big = os.urandom(12 * 1024 * 1024)
+    commit = hub.commit(REPO, {"weights/big.safetensors": big}, ref=None)
+    setup.manifest["files"].append(
+        entry("big", "diffusion_models", "big.safetensors", "weights/big.safetensors", big, commit)
+    )
+    hub.inject("weights/big.safetensors", ("drop", 11 * 1024 * 1024))
+
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    gets = cdn_gets(hub, "weights/big.safetensors")
+    assert len(gets) == 2
+    assert "range" not in gets[0].headers
+    assert gets[1].headers["range"] == f"bytes={10 * 1024 * 1024}-"
+    assert setup.installed("diffusion_models", "big.safetensors").read_bytes() == big
+
+
+def test_transient_server_error_is_retried(setup: Setup) -> None:
+    setup.hub.inject("vae/vae.safetensors", "500")
+
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 2
+    assert "[retry] vae/vae.safetensors: attempt 1 failed" in done.stderr
+    assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
+
+
+def test_persistent_server_error_fails_after_the_retries(setup: Setup) -> None:
+    setup.hub.inject("vae/vae.safetensors", "500", "500", "500")
+
+    done = setup.run("--retries", "2")
+
+    assert done.returncode == 1
+    assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 3
+    assert "[failed] vae/vae.safetensors: failed after 3 attempts" in done.stderr
+    assert not setup.installed("vae", "vae.safetensors").exists()
+    assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA  # the others still install
+
+
+def test_file_missing_on_the_hub_fails_naming_it(setup: Setup) -> None:
+    setup.manifest["files"][2]["path"] = "loras/renamed_upstream.safetensors"
+
+    done = setup.run()
+
+    assert done.returncode == 1
+    assert "[failed] loras/lora.safetensors: not found on the Hub" in done.stderr
+    assert "loras/renamed_upstream.safetensors (404)" in done.stderr
+    assert (
+        len(setup.hub.requests_for("loras/renamed_upstream.safetensors", method="HEAD")) == 1
+    )  # not retried
+    assert setup.installed("vae", "vae.safetensors").exists()
+
+
+def test_corrupt_file_of_the_right_size_is_downloaded_again(setup: Setup) -> None:
+    bad = setup.installed("vae", "vae.safetensors")
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(bytes(len(VAE)))  # right size, wrong bytes
+
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    assert bad.read_bytes() == VAE
+    assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 1
+    plan_line = table_lines(done.stdout, "vae/vae.safetensors")[0]
+    assert "download" in plan_line and "sha256" in plan_line  # the plan names the mismatch
+
+
+def test_download_with_wrong_sha256_in_manifest_is_not_installed(setup: Setup) -> None:
+    setup.manifest["files"][1]["sha256"] = "0" * 64
+
+    done = setup.run()
+
+    assert done.returncode == 1
+    assert "vae/vae.safetensors: sha256 of the download is" in done.stderr
+    assert not setup.installed("vae", "vae.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------ the cache
+
+
+def make_cache_file(setup: Setup, revision: str, path: str, content: bytes) -> Path:
+    """Lay a file out like a Hugging Face cache: snapshot symlink -> blob named by sha256."""
+    repo_dir = setup.cache / "hub" / ("models--" + REPO.replace("/", "--"))
+    blob = repo_dir / "blobs" / hashlib.sha256(content).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(content)
+    snapshot = repo_dir / "snapshots" / revision / path
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    return snapshot
+
+
+def test_cached_file_at_the_pinned_revision_is_linked_not_downloaded(setup: Setup) -> None:
+    cached = make_cache_file(setup, setup.commit, "weights/unet.safetensors", UNET)
+
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    target = setup.installed("diffusion_models", "unet.safetensors")
+    assert target.is_symlink() and Path(os.readlink(target)) == cached
+    assert target.read_bytes() == UNET
+    assert setup.hub.requests_for("weights/unet.safetensors") == []
+    assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1] == "cache"
+
+
+def test_cache_of_another_revision_is_reported_and_not_used(setup: Setup) -> None:
+    make_cache_file(setup, "f" * 40, "weights/unet.safetensors", b"old weights")
+
+    plan = setup.run("--dry-run")
+
+    assert plan.returncode == 0, plan.stderr
+    plan_line = table_lines(plan.stdout, "diffusion_models/unet.safetensors")[0]
+    assert "download" in plan_line and "cache has other revision ffffffffffff" in plan_line
+    done = setup.run()
+    assert done.returncode == 0, done.stderr
+    target = setup.installed("diffusion_models", "unet.safetensors")
+    assert not target.is_symlink() and target.read_bytes() == UNET
+
+
+# ------------------------------------------------------------------------------------- refusals, modes
+
+
+def test_not_enough_disk_space_is_refused_before_any_request(setup: Setup) -> None:
+    setup.manifest["files"][0].update(size=None, sha256=None, size_estimate=10**18)
+
+    done = setup.run()
+
+    assert done.returncode == 2
+    assert re.search(r"\[refused\] not enough disk space under .*missing \d", done.stderr), done.stderr
+    assert setup.hub.requests == []
+    assert not setup.models.exists()
+
+
+def test_min_free_bytes_is_part_of_the_disk_check(setup: Setup) -> None:
+    done = setup.run("--min-free-bytes", str(10**18))
+
+    assert done.returncode == 2
+    assert "must stay free; missing" in done.stderr
+    assert setup.hub.requests == []
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(setup: Setup) -> None:
+    done = setup.run("--dry-run")
+
+    assert done.returncode == 0, done.stderr
+    assert table_row(done.stdout, "vae/vae.safetensors")[1:3] == ["download", str(len(VAE))]
+    assert "[dry-run] nothing was changed" in done.stdout
+    assert setup.hub.requests == []
+    assert not setup.models.exists()
+
+
+def test_unpinned_entry_is_refused_unless_allowed(setup: Setup) -> None:
+    setup.manifest["files"][2].update(revision=None, todo="commit unknown", size=None, size_estimate=4096)
+
+    refused = setup.run()
+
+    assert refused.returncode == 2
+    assert "no pinned revision for: loras/lora.safetensors" in refused.stderr
+    assert "ALLOW_UNPINNED_MODELS=1" in refused.stderr
+    assert setup.hub.requests == []
+
+    allowed = setup.run(env={"ALLOW_UNPINNED_MODELS": "1"})
+
+    assert allowed.returncode == 0, allowed.stderr
+    assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA
+    assert f"[unpinned] loras/lora.safetensors: main is {setup.commit}" in allowed.stdout
+
+
+def test_bf16_variant_replaces_the_diffusion_model(setup: Setup) -> None:
+    done = setup.run(env={"MODEL_VARIANT": "bf16"})
+
+    assert done.returncode == 0, done.stderr
+    assert setup.installed("diffusion_models", "unet_bf16.safetensors").read_bytes() == UNET_BF16
+    assert not setup.installed("diffusion_models", "unet.safetensors").exists()
+    assert setup.installed("vae", "vae.safetensors").exists()
+    printed = setup.run("--print-filename", "diffusion_model", "--variant", "bf16")
+    assert printed.stdout.strip() == "unet_bf16.safetensors"
+
+
+def test_verify_reports_a_wrong_size_and_exits_non_zero(setup: Setup) -> None:
+    assert setup.run().returncode == 0
+    assert setup.run("--verify").returncode == 0
+    with open(setup.installed("loras", "lora.safetensors"), "ab") as fh:
+        fh.write(b"tail")
+
+    done = setup.run("--verify")
+
+    assert done.returncode == 1
+    assert f"loras/lora.safetensors: size {len(LORA) + 4} bytes, expected {len(LORA)}" in done.stderr
+    assert table_row(done.stdout, "vae/vae.safetensors")[1] == "ok"
+
+
+def test_verify_hashes_even_files_recorded_as_hashed(setup: Setup) -> None:
+    assert setup.run().returncode == 0
+    target = setup.installed("vae", "vae.safetensors")
+    stat = target.stat()
+    target.write_bytes(bytes(len(VAE)))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime as the record
+
+    done = setup.run("--verify")
+
+    assert done.returncode == 1
+    assert "vae/vae.safetensors: sha256" in done.stderr
+
+
+def test_check_remote_compares_manifest_with_the_hub(setup: Setup) -> None:
+    assert setup.run("--check-remote").returncode == 0
+    setup.manifest["files"][1]["size"] = len(VAE) + 1
+
+    done = setup.run("--check-remote")
+
+    assert done.returncode == 1
+    assert f"vae/vae.safetensors: size {len(VAE)} != {len(VAE) + 1}" in done.stderr
+    assert setup.hub.requests_for("vae/vae.safetensors", method="GET") == []
+
+
+# ------------------------------------------------------------------------------- the real manifest
+
+
+def test_real_manifest_is_well_formed() -> None:
+    manifest = download_models.load_manifest(ROOT / "models" / "manifest.json")
+    raw = json.loads((ROOT / "models" / "manifest.json").read_text())
+
+    entries = raw["files"] + [f for alt in raw["alternatives"].values() for f in alt["files"]]
+    for item in entries:
+        for key in ("filename", "folder", "repo", "path", "revision", "size", "sha256"):
+            assert key in item, (item["filename"], key)
+        assert item["folder"] in download_models.FOLDERS
+        assert (item["size"] or item.get("size_estimate", 0)) > 0
+        if item["revision"] is None:
+            assert item.get("todo"), f"{item['filename']}: null revision without a note"
+        else:
+            assert re.fullmatch(r"[0-9a-f]{40}", item["revision"])
+        assert item["sha256"] is None or re.fullmatch(r"[0-9a-f]{64}", item["sha256"])
+
+    lean = {f.relpath for f in manifest.select()}
+    assert "sam2/sam2.1_hiera_base_plus.safetensors" in lean
+    assert "sam2/sam2.1_hiera_base_plus-fp16.safetensors" in lean
+    assert {"detection/yolov10m.onnx", "detection/vitpose-l-wholebody.onnx"} <= lean
+    assert (
+        manifest.filename_for("diffusion_model") == "Wan2_2-Animate-14B_fp8_scaled_e4m3fn_KJ_v2.safetensors"
+    )
+    assert manifest.filename_for("diffusion_model", "bf16") == "wan2.2_animate_14B_bf16.safetensors"
+    assert len(manifest.select("bf16")) == len(manifest.select())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"revision": "main"}, "40-hex commit"),
+        ({"revision": None}, "'todo' note"),
+        ({"size": 0}, "positive integer"),
+        ({"size": None}, "size_estimate"),
+        ({"folder": "checkpoints"}, "is not one of"),
+        ({"sha256": "ABC"}, "64 lowercase hex"),
+        ({"filename": "../x.safetensors"}, "plain file name"),
+    ],
+)
+def test_manifest_validation_rejects_bad_entries(change: dict, message: str) -> None:
+    good = entry("vae", "vae", "vae.safetensors", "vae/vae.safetensors", VAE, "a" * 40)
+    with pytest.raises(download_models.ManifestError, match=re.escape(message)):
+        download_models.parse_manifest({"files": [{**good, **change}]})
