@@ -470,3 +470,28 @@ def test_manifest_validation_rejects_bad_entries(change: dict, message: str) -> 
     good = entry("vae", "vae", "vae.safetensors", "vae/vae.safetensors", VAE, "a" * 40)
     with pytest.raises(download_models.ManifestError, match=re.escape(message)):
         download_models.parse_manifest({"files": [{**good, **change}]})
+
+
+def test_progress_reports_each_download_and_the_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stage = tmp_path / "stage"
+    (stage / ".cache").mkdir(parents=True)
+    (stage / ".cache" / "part.incomplete").write_bytes(bytes(500))
+    progress = download_models.Progress(download_models.Output(), total_bytes=2000, interval=60)
+    progress.finished("vae/done.safetensors", 500)
+    progress.started("loras/lora.safetensors", stage, 1000)
+
+    progress.report()
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[download] loras/lora.safetensors  50.0% 500 B of 1.0 KB")
+    assert lines[1] == "[total]  50.0% 1.0 KB of 2.0 KB"
+
+
+def test_unknown_variant_or_role_is_refused(setup: Setup) -> None:
+    variant = setup.run("--dry-run", "--variant", "fp4")
+    role = setup.run("--print-filename", "upscaler")
+
+    assert variant.returncode == 2 and "unknown variant 'fp4'; known variants: fp8, bf16" in variant.stderr
+    assert role.returncode == 2 and "no file with role 'upscaler'" in role.stderr
