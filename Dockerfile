@@ -1,0 +1,84 @@
+# syntax=docker/dockerfile:1.7
+# The Wan2.2 Animate worker: a pinned ComfyUI with its custom node packs, and the RunPod handler beside it.
+# No model weights: download_models.py fetches them at cold start (see docs/deploy.md).
+# Layers go from what changes least to what changes most; a change to the worker's code rebuilds
+# only the last, small layers.
+ARG BASE_IMAGE=runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# PIP_BREAK_SYSTEM_PACKAGES: the packages go into the base image's Python, beside its torch (Ubuntu 24.04
+# marks system Pythons as externally managed).
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_BREAK_SYSTEM_PACKAGES=1
+
+# System tools: ffmpeg (media checks, VideoHelperSuite), git (pinned clones), curl (readiness probe).
+# Not pinned by version: Ubuntu's archive drops superseded versions; the base image pins the release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl ffmpeg git \
+    && rm -rf /var/lib/apt/lists/* \
+    && ffmpeg -hide_banner -version | head -n 1
+
+WORKDIR /opt/build
+COPY docker/install_custom_nodes.py ./
+
+# ComfyUI at a pinned commit (0.33.0 + 13 commits; shared/comfyui/STACK.md §1). Before anything is
+# installed, remember the base image's torch family and `pip check` so the build can prove they survive.
+ARG COMFYUI_REPO=https://github.com/Comfy-Org/ComfyUI
+ARG COMFYUI_COMMIT=783545f689a0af730065994b46b382ae24844c99
+RUN python install_custom_nodes.py snapshot /opt/build/base \
+    && python install_custom_nodes.py clone "${COMFYUI_REPO}" "${COMFYUI_COMMIT}" /comfyui
+
+# The custom node packs, each at its pinned commit (the one list: docker/custom_nodes.txt).
+COPY docker/custom_nodes.txt ./
+RUN python install_custom_nodes.py clone-list custom_nodes.txt /comfyui/custom_nodes
+
+# One resolver run for ComfyUI, the packs and the worker, under the constraints; then the checks:
+# torch family unchanged, a single OpenCV wheel, onnxruntime-gpu with CUDA, no new `pip check` problem.
+# SAGEATTENTION_VERSION (empty: not installed) adds the package behind ENABLE_SAGE_ATTENTION=1.
+ARG SAGEATTENTION_VERSION=""
+COPY docker/constraints.txt requirements.txt ./
+RUN python install_custom_nodes.py requirements --comfy-dir /comfyui --nodes-list custom_nodes.txt \
+        --nodes-dir /comfyui/custom_nodes --out stack-requirements.txt \
+    && python -m pip install -c constraints.txt -c base/base-constraints.txt \
+        -r stack-requirements.txt -r requirements.txt ${SAGEATTENTION_VERSION:+"sageattention==${SAGEATTENTION_VERSION}"} \
+    && python install_custom_nodes.py check-python /opt/build/base
+
+# This repository's own custom nodes, then the import check: ComfyUI starts once on the CPU and the build
+# fails if any folder of custom_nodes/ is missing from its import log or marked IMPORT FAILED. The run also
+# leaves compiled bytecode and matplotlib's font cache in the image, which shortens every cold start.
+COPY comfyui_nodes/ /comfyui/custom_nodes/
+RUN python /comfyui/main.py --quick-test-for-ci --cpu --disable-auto-launch 2>&1 | tee /tmp/comfy-import.log \
+    && python install_custom_nodes.py check-imports /tmp/comfy-import.log /comfyui/custom_nodes \
+    && rm -rf /tmp/comfy-import.log /comfyui/user /comfyui/temp
+
+# Where things are; the worker and the entrypoint read these (docs/deploy.md lists every variable).
+# HF_*: keep Hugging Face's cache on the container disk (the base image points it at /runpod-volume).
+ENV APP_DIR=/app \
+    COMFY_DIR=/comfyui \
+    COMFY_PORT=8188 \
+    COMFY_URL=http://127.0.0.1:8188 \
+    COMFY_INPUT_DIR=/comfyui/input \
+    COMFY_OUTPUT_DIR=/comfyui/output \
+    COMFY_MODELS_DIR=/comfyui/models \
+    WORKFLOW=workflows/wan22_animate_replace.json \
+    HF_HOME=/root/.cache/huggingface \
+    HF_HUB_CACHE=/root/.cache/huggingface/hub \
+    HUGGINGFACE_HUB_CACHE=/root/.cache/huggingface/hub \
+    HF_HUB_ENABLE_HF_TRANSFER=0
+
+# The worker itself: the only layers a code change rebuilds.
+WORKDIR /app
+COPY handler.py download_models.py ./
+COPY models/manifest.json models/
+COPY workflows/ workflows/
+COPY worker/ worker/
+COPY --chmod=0755 entrypoint.sh ./
+
+ENTRYPOINT ["/app/entrypoint.sh"]
