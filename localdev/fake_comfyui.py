@@ -338,6 +338,7 @@ class PromptValidator:
             config = declared.get(name)
             if config is None:
                 continue  # unknown input names are ignored, as on a real server
+            config = [config[0], config[1] if len(config) > 1 else {}]
             if is_link(value):
                 failures = self._check_link(node_id, name, value, config, visiting, errors)
                 upstream_failures.extend(failures)
@@ -941,6 +942,7 @@ class FakeComfyServer:
             folder.mkdir(parents=True, exist_ok=True)
         self.max_upload_size = max_upload_size
         self.sockets: dict[str, tuple[web.WebSocketResponse, web.Request]] = {}
+        self.ws_connects: list[str] = []  # client ids, one per websocket opened (for tests)
         self.pending: list[QueueItem] = []
         self.running: _Run | None = None
         self.current_node: str | None = None
@@ -1053,6 +1055,7 @@ class FakeComfyServer:
         else:
             sid = uuid.uuid4().hex
         self.sockets[sid] = (ws, request)
+        self.ws_connects.append(sid)
         try:
             status = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}, "sid": sid}
             await self._send("status", status, sid)
@@ -1730,6 +1733,10 @@ class FakeComfyUI:
 
     def connected_clients(self) -> list[str]:
         return self._call(lambda: list(self.server.sockets))
+
+    def ws_connects(self, client_id: str | None = None) -> int:
+        """How many websockets were opened (with that client id)."""
+        return self._call(lambda: sum(1 for c in self.server.ws_connects if client_id in (None, c)))
 
     def queue_ids(self) -> tuple[list[str], list[str]]:
         """(running, pending) prompt ids."""
