@@ -1,0 +1,164 @@
+"""smoke_test.py against the local queue API: with the real worker (fake ComfyUI, moto S3), and
+with small stand-in handlers that misbehave in ways the worker itself would refuse to."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import runpod
+
+import smoke_test
+from localdev.queue_api import LocalQueueServer, serve_in_thread
+from tests.support.s3 import S3Bucket
+
+
+def run_smoke(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    out = io.StringIO()
+    code = smoke_test.main([*argv, "--poll-initial-s", "0.05", "--poll-max-s", "0.2"], env=env, out=out)
+    return code, out.getvalue()
+
+
+def check_lines(text: str) -> dict[str, str]:
+    """check name -> PASS/FAIL, from the printed results."""
+    results = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("PASS", "FAIL"):
+            results[parts[1]] = parts[0]
+    return results
+
+
+def render_video(path: Path, *, fps: int, frames: int, audio: bool) -> None:
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-y",
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=gray:s=1280x720:r={fps}",
+    ]
+    if audio:
+        command += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-shortest"]
+    command += ["-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    subprocess.run([*command, str(path)], check=True, timeout=60)
+
+
+class StandInWorker:
+    """A handler that writes a video of its own making to the output key and reports success
+    (claiming a perfect 24 fps video), or hangs until cancelled."""
+
+    def __init__(self, s3: S3Bucket, tmp_path: Path, *, fps: int = 24, hang: bool = False) -> None:
+        self.s3 = s3
+        self.tmp_path = tmp_path
+        self.fps = fps
+        self.hang = hang
+        self.cancelled = threading.Event()
+
+    async def __call__(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_input = job["input"]
+        runpod.serverless.progress_update(job, {"stage": "inference", "percent": 50.0, "step": 1, "steps": 2})
+        if self.hang:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        key = f"outputs/{job_input['user_id']}/{job_input['avatar_id']}/{job['id']}.mp4"
+        path = self.tmp_path / f"{job['id']}.mp4"
+        await asyncio.to_thread(render_video, path, fps=self.fps, frames=24, audio=True)
+        self.s3.put(key, path, content_type="video/mp4")
+        return {"minio_key": key, "video": {"width": 1280, "height": 720, "fps": 24.0, "frames": 24}}
+
+
+@pytest.fixture
+def given_inputs(s3: S3Bucket, comfy_media: Any) -> list[str]:
+    """A 1 s, 24 fps driving video with audio (24 frames) and an avatar, already in the bucket."""
+    s3.put("in/avatar.png", comfy_media.avatar_png, content_type="image/png")
+    s3.put("in/driving.mp4", comfy_media.driving_mp4, content_type="video/mp4")
+    return ["--image-key", "in/avatar.png", "--video-key", "in/driving.mp4"]
+
+
+@contextmanager
+def standin_server(worker: StandInWorker) -> Iterator[LocalQueueServer]:
+    server = serve_in_thread(worker, execution_timeout_s=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_correct_video_passes_every_check(
+    s3: S3Bucket, s3_env: dict[str, str], given_inputs: list[str], tmp_path: Path
+) -> None:
+    with standin_server(StandInWorker(s3, tmp_path, fps=24)) as server:
+        report = tmp_path / "report.json"
+        code, text = run_smoke(["--api-url", server.url, *given_inputs, "--report", str(report)], s3_env)
+    assert code == 0, text
+    checks = check_lines(text)
+    for name in ("completed", "key_naming", "codec_h264", "resolution_1280x720", "fps_24", "frame_count"):
+        assert checks[name] == "PASS", text
+    assert checks["audio_matches_driving"] == "PASS" and checks["decodes_to_end"] == "PASS"
+    assert checks["inputs_unchanged"] == "PASS"
+    assert "SMOKE TEST PASSED" in text
+    written = json.loads(report.read_text())
+    assert written["passed"] is True and written["failed_checks"] == []
+    assert written["jobs"][0]["status"] == "COMPLETED"
+
+
+def test_a_wrong_fps_video_is_caught_although_the_worker_reports_24_fps(
+    s3: S3Bucket, s3_env: dict[str, str], given_inputs: list[str], tmp_path: Path
+) -> None:
+    with standin_server(StandInWorker(s3, tmp_path, fps=16)) as server:
+        code, text = run_smoke(["--api-url", server.url, *given_inputs], s3_env)
+    assert code == 1
+    checks = check_lines(text)
+    assert checks["fps_24"] == "FAIL"
+    assert "r_frame_rate 16/1" in text
+    assert checks["completed"] == "PASS" and checks["resolution_1280x720"] == "PASS"
+    assert "SMOKE TEST FAILED" in text and "job 1: fps_24" in text
+
+
+def test_a_job_past_the_timeout_is_cancelled(
+    s3: S3Bucket, s3_env: dict[str, str], given_inputs: list[str], tmp_path: Path
+) -> None:
+    worker = StandInWorker(s3, tmp_path, hang=True)
+    with standin_server(worker) as server:
+        code, text = run_smoke(["--api-url", server.url, *given_inputs, "--timeout", "1.5"], s3_env)
+        job_id = next(iter(server.queue.jobs))
+        assert server.queue.jobs[job_id].status == "CANCELLED"
+    assert code == 1
+    assert worker.cancelled.wait(10), "the cancel did not reach the handler"
+    assert f"POST /cancel/{job_id}" in text
+    assert "IN_PROGRESS 50.0% inference step 1/2" in text  # the worker's progress, as plain lines
+    checks = check_lines(text)
+    assert checks["finished_within_timeout"] == "FAIL" and checks["completed"] == "FAIL"
+    assert "CANCELLED" in text
+    assert s3.keys() == ["in/avatar.png", "in/driving.mp4"]
+
+
+def test_missing_storage_settings_are_a_usage_error(tmp_path: Path) -> None:
+    code, _ = run_smoke(["--api-url", "http://127.0.0.1:9", "--image-key", "a", "--video-key", "b"], {})
+    assert code == 2
+
+
+def test_percentiles_and_cold_starts() -> None:
+    records = [
+        smoke_test.JobRecord(index=i, delay_ms=d, execution_ms=e)
+        for i, (d, e) in enumerate([(200, 1000), (15_000, 1200), (300, 900), (400, 1100)], start=1)
+    ]
+    summary = smoke_test.summarize(records, cold_start_ms=10_000)
+    assert summary["delayTime_ms"] == {"p50": 300.0, "p90": 15_000.0, "max": 15_000.0}
+    assert summary["executionTime_ms"] == {"p50": 1000.0, "p90": 1200.0, "max": 1200.0}
+    assert summary["cold_starts"] == 1
