@@ -1,0 +1,297 @@
+"""The image build's own logic, checked without Docker: docker/install_custom_nodes.py (pack list, pinned
+clones with a real git, requirement filtering, the post-install and import checks) and the build context
+(.dockerignore lets through exactly what the Dockerfile copies). The linters themselves run in
+scripts/lint_infra.sh."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location(
+    "install_custom_nodes", ROOT / "docker" / "install_custom_nodes.py"
+)
+assert _spec and _spec.loader
+icn = importlib.util.module_from_spec(_spec)
+sys.modules["install_custom_nodes"] = icn
+_spec.loader.exec_module(icn)
+
+SHA_A = "a" * 40
+
+
+# ------------------------------------------------------------------------------------------- pack list
+
+
+def test_the_pack_list_pins_the_four_packs_the_workflow_needs() -> None:
+    packs = icn.read_pack_list(ROOT / "docker" / "custom_nodes.txt")
+    assert [p.folder for p in packs] == [
+        "ComfyUI-WanAnimatePreprocess",
+        "ComfyUI-KJNodes",
+        "ComfyUI-segment-anything-2",
+        "ComfyUI-VideoHelperSuite",
+    ]
+    assert all(p.url.startswith("https://github.com/") for p in packs)
+    assert not any("controlnet_aux" in p.folder for p in packs)
+
+
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [
+        ("Pack https://github.com/o/p", "expected 'folder repository commit'"),
+        ("Pack https://github.com/o/p 0e0b6a2", "full 40-character"),
+        ("Pack http://github.com/o/p " + SHA_A, "must be an https:// URL"),
+        ("../evil https://github.com/o/p " + SHA_A, "plain folder name"),
+        (f"Pack https://github.com/o/p {SHA_A}\nPack https://github.com/o/q {SHA_A}", "listed twice"),
+        ("# only a comment", "lists no pack"),
+    ],
+)
+def test_a_malformed_pack_list_stops_the_build(tmp_path: Path, line: str, complaint: str) -> None:
+    path = tmp_path / "custom_nodes.txt"
+    path.write_text(line + "\n")
+    with pytest.raises(icn.BuildError, match=re.escape(complaint)):
+        icn.read_pack_list(path)
+
+
+# ------------------------------------------------------------------------------------------------ clone
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> tuple[Path, str, str]:
+    """A repository with two commits that serves any commit by sha (as GitHub does)."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    _git("init", "-q", cwd=repo)
+    _git("config", "user.email", "t@example.invalid", cwd=repo)
+    _git("config", "user.name", "t", cwd=repo)
+    _git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=repo)
+    (repo / "nodes.py").write_text("VERSION = 1\n")
+    _git("add", ".", cwd=repo)
+    _git("commit", "-qm", "one", cwd=repo)
+    first = _git("rev-parse", "HEAD", cwd=repo)
+    (repo / "nodes.py").write_text("VERSION = 2\n")
+    _git("commit", "-qam", "two", cwd=repo)
+    return repo, first, _git("rev-parse", "HEAD", cwd=repo)
+
+
+def test_clone_checks_out_exactly_the_pinned_commit(tmp_path: Path, upstream: tuple[Path, str, str]) -> None:
+    repo, first, _ = upstream
+    dest = tmp_path / "custom_nodes" / "Pack"
+    icn.clone(f"file://{repo}", first, dest)
+    assert _git("rev-parse", "HEAD", cwd=dest) == first
+    assert (dest / "nodes.py").read_text() == "VERSION = 1\n"
+
+
+def test_clone_list_installs_every_pack(tmp_path: Path, upstream: tuple[Path, str, str]) -> None:
+    repo, first, second = upstream
+    listing = tmp_path / "custom_nodes.txt"
+    listing.write_text(f"Old file://{repo} {first}\nNew file://{repo} {second}  # newest\n")
+    assert icn.main(["clone-list", str(listing), str(tmp_path / "nodes")]) == 0
+    assert (tmp_path / "nodes" / "Old" / "nodes.py").read_text() == "VERSION = 1\n"
+    assert (tmp_path / "nodes" / "New" / "nodes.py").read_text() == "VERSION = 2\n"
+
+
+def test_clone_of_a_commit_the_repository_lacks_fails(
+    tmp_path: Path, upstream: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(icn, "FETCH_ATTEMPTS", 1)
+    repo, _, _ = upstream
+    with pytest.raises(icn.BuildError, match=f"cannot fetch {SHA_A}"):
+        icn.clone(f"file://{repo}", SHA_A, tmp_path / "Pack")
+
+
+def test_clone_into_a_non_empty_folder_fails(tmp_path: Path, upstream: tuple[Path, str, str]) -> None:
+    repo, first, _ = upstream
+    dest = tmp_path / "Pack"
+    dest.mkdir()
+    (dest / "leftover.py").write_text("")
+    with pytest.raises(icn.BuildError, match="is not empty"):
+        icn.clone(f"file://{repo}", first, dest)
+
+
+# ----------------------------------------------------------------------------------------- requirements
+
+
+def test_every_opencv_and_onnxruntime_variant_is_dropped() -> None:
+    text = (
+        "onnx\nonnxruntime-gpu\nopencv-python>=4.8  # pose\nOpenCV_Python_Headless\n"
+        "opencv-contrib-python[extra]==4.10.0.84\nonnxruntime; sys_platform == 'linux'\n"
+        "imageio-ffmpeg\n  # comment\n\nmatplotlib>=3.8"
+    )
+    assert icn.filtered_requirements(text, "pack") == ["onnx", "imageio-ffmpeg", "matplotlib>=3.8"]
+
+
+@pytest.mark.parametrize(
+    "line", ["-e .", "--extra-index-url https://x.invalid/simple", "git+https://x/y.git"]
+)
+def test_requirement_lines_that_would_bypass_the_pins_stop_the_build(line: str) -> None:
+    with pytest.raises(icn.BuildError, match="unsupported requirement line"):
+        icn.filtered_requirements(f"numpy\n{line}\n", "pack/requirements.txt")
+
+
+def test_one_requirements_file_for_comfyui_and_the_packs(tmp_path: Path) -> None:
+    comfy = tmp_path / "comfyui"
+    (comfy / "custom_nodes" / "A").mkdir(parents=True)
+    (comfy / "custom_nodes" / "B").mkdir()
+    (comfy / "requirements.txt").write_text("torch\nnumpy>=1.25.0\n")
+    (comfy / "custom_nodes" / "A" / "requirements.txt").write_text("onnx\nonnxruntime-gpu\nopencv-python")
+    packs = [icn.Pack("A", "https://github.com/o/a", SHA_A), icn.Pack("B", "https://github.com/o/b", SHA_A)]
+    text = icn.build_requirements(comfy, packs, comfy / "custom_nodes")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines == ["torch", "numpy>=1.25.0", "onnx", "opencv-contrib-python-headless", "onnxruntime-gpu"]
+    assert "# B: no requirements.txt" in text
+
+
+def test_the_constraints_pin_the_single_wheels_the_requirements_name() -> None:
+    constraints = (ROOT / "docker" / "constraints.txt").read_text()
+    pinned = {
+        icn.requirement_name(line): line.split("==")[1]
+        for line in constraints.splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert icn.OPENCV_CHOICE in pinned and icn.ONNXRUNTIME_CHOICE in pinned
+    assert not (icn.OPENCV_VARIANTS - {icn.OPENCV_CHOICE}) & pinned.keys()
+    assert not any(icn.BASE_PINNED.match(name) for name in pinned), "the base image pins the torch family"
+
+
+# ---------------------------------------------------------------------------------- post-install checks
+
+
+FREEZE = [
+    "numpy==2.1.2",
+    "torch==2.8.0+cu128",
+    "torchvision==0.23.0+cu128",
+    "nvidia-cudnn-cu12==9.10.2.21",
+    "triton==3.4.0",
+    "torchaudio @ file:///wheels/torchaudio.whl",
+    "jupyterlab==4.2.0",
+]
+
+
+def test_the_base_image_pins_are_the_torch_family_at_their_exact_versions() -> None:
+    assert icn.base_constraints(FREEZE) == [
+        "nvidia-cudnn-cu12==9.10.2.21",
+        "torch==2.8.0+cu128",
+        "torchvision==0.23.0+cu128",
+        "triton==3.4.0",
+    ]
+
+
+def test_a_base_image_without_torch_stops_the_build() -> None:
+    with pytest.raises(icn.BuildError, match="no torch"):
+        icn.base_constraints(["numpy==2.1.2"])
+
+
+GOOD_INSTALL = {
+    "torch": "2.8.0+cu128",
+    "opencv-contrib-python-headless": "5.0.0.93",
+    "onnxruntime-gpu": "1.26.0",
+}
+
+
+def test_a_clean_install_has_no_problem() -> None:
+    assert icn.python_problems(["torch==2.8.0+cu128"], GOOD_INSTALL, []) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"torch": "2.9.1"}, "torch of the base image changed: 2.8.0+cu128 -> 2.9.1"),
+        ({"opencv-python": "5.0.0.93"}, "expected only opencv-contrib-python-headless"),
+        ({"onnxruntime": "1.32.0"}, "the CPU package onnxruntime is installed"),
+    ],
+)
+def test_the_install_check_names_what_went_wrong(change: dict[str, str], complaint: str) -> None:
+    problems = icn.python_problems(["torch==2.8.0+cu128"], {**GOOD_INSTALL, **change}, [])
+    assert any(complaint in problem for problem in problems), problems
+
+
+def test_new_pip_check_problems_fail_the_install_check() -> None:
+    problems = icn.python_problems([], GOOD_INSTALL, ["transformers 5.0 has requirement tokenizers<0.23"])
+    assert problems == ["pip check: transformers 5.0 has requirement tokenizers<0.23"]
+
+
+# ---------------------------------------------------------------------------------------- import check
+
+IMPORT_LOG = """\
+Total VRAM 0 MB, total RAM 23996 MB
+Import times for custom nodes:
+   0.0 seconds: /comfyui/custom_nodes/websocket_image_save.py
+   0.0 seconds: /comfyui/custom_nodes/ComfyUI-WanAnimatePreprocess
+   0.1 seconds: /comfyui/custom_nodes/wan_worker_attention
+   0.3 seconds: /comfyui/custom_nodes/ComfyUI-KJNodes
+
+"""
+FOLDERS = ["ComfyUI-KJNodes", "ComfyUI-WanAnimatePreprocess", "wan_worker_attention"]
+
+
+def test_an_import_log_where_every_folder_loaded_passes() -> None:
+    assert icn.import_problems(IMPORT_LOG, FOLDERS) == []
+
+
+def test_a_pack_marked_import_failed_fails_the_build() -> None:
+    log = IMPORT_LOG.replace("0.3 seconds: /comfyui", "0.3 seconds (IMPORT FAILED): /comfyui")
+    assert icn.import_problems(log, FOLDERS) == [
+        "ComfyUI-KJNodes: IMPORT FAILED (its traceback is in the log above)"
+    ]
+
+
+def test_a_folder_missing_from_the_log_fails_the_build() -> None:
+    problems = icn.import_problems(IMPORT_LOG, [*FOLDERS, "ComfyUI-VideoHelperSuite"])
+    assert problems == [
+        "ComfyUI-VideoHelperSuite: not in ComfyUI's 'Import times for custom nodes' list (not loaded)"
+    ]
+
+
+def test_a_core_node_import_failure_fails_the_build_too() -> None:
+    log = IMPORT_LOG + "IMPORT FAILED: nodes_video.py\n"
+    assert icn.import_problems(log, FOLDERS) == ["ComfyUI reports: IMPORT FAILED: nodes_video.py"]
+
+
+def test_check_imports_command_reads_the_custom_nodes_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    nodes = tmp_path / "custom_nodes"
+    for folder in [*FOLDERS, "__pycache__", "Old.disabled"]:
+        (nodes / folder).mkdir(parents=True)
+    (nodes / "websocket_image_save.py").write_text("")
+    log = tmp_path / "comfy.log"
+    log.write_text(IMPORT_LOG)
+    assert icn.main(["check-imports", str(log), str(nodes)]) == 0
+    (nodes / "ComfyUI-VideoHelperSuite").mkdir()
+    assert icn.main(["check-imports", str(log), str(nodes)]) == 1
+    assert "BUILD ERROR: custom node import check failed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------- build context
+
+
+def _copy_sources(dockerfile: str) -> list[str]:
+    sources = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"]:
+            args = [w for w in words[1:] if not w.startswith("--")]
+            sources.extend(args[:-1])
+    return sources
+
+
+def test_the_build_context_lets_through_exactly_what_the_dockerfile_copies() -> None:
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    sources = {source.rstrip("/") for source in _copy_sources((ROOT / "Dockerfile").read_text())}
+    assert sources == allowed
+    missing = sorted(source for source in sources if not (ROOT / source).exists())
+    assert not missing, f"the Dockerfile copies paths this repository lacks: {missing}"
