@@ -1107,7 +1107,7 @@ class FakeComfyServer:
         prompt = copy.deepcopy(body["prompt"])
         if not isinstance(prompt, dict):
             return web.json_response(
-                _top_error("invalid_prompt", "Invalid prompt", "prompt must be an object"), 400
+                _top_error("invalid_prompt", "Invalid prompt", "prompt must be an object"), status=400
             )
         prompt = {str(k): v for k, v in prompt.items()}
         status, result, outputs = PromptValidator(prompt, self.input_dir).validate()
@@ -1117,7 +1117,7 @@ class FakeComfyServer:
         reject = self._take_fault("reject")
         if reject is not None:
             return web.json_response(
-                _failed_validation_body(self._injected_rejection(prompt, reject, outputs)), 400
+                _failed_validation_body(self._injected_rejection(prompt, reject, outputs)), status=400
             )
         partial = self._take_fault("partial_reject")
         if partial is not None:
