@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start-up of the worker container (the image's ENTRYPOINT; arguments go to the handler).
 #
+#  0. The worker's settings are checked (worker.config): a misconfigured endpoint stops here, exit code 2.
 #  1. ComfyUI starts headless on 127.0.0.1 and, at the same time, download_models.py puts the model files
 #     in place (the two do not depend on each other: ComfyUI re-reads its model folders when they change).
 #  2. Once ComfyUI answers GET /system_stats (within COMFY_READY_TIMEOUT_S) AND the download succeeded,
@@ -36,6 +37,7 @@ HANDLER_READY_PATTERN=${HANDLER_READY_PATTERN:-Starting Serverless Worker}
 COMFY_CMD=${COMFY_CMD:-${PYTHON} -u ${COMFY_DIR}/main.py}
 DOWNLOAD_CMD=${DOWNLOAD_CMD:-${PYTHON} -u ${APP_DIR}/download_models.py}
 HANDLER_CMD=${HANDLER_CMD:-${PYTHON} -u ${APP_DIR}/handler.py}
+PREFLIGHT_CMD=${PREFLIGHT_CMD:-}
 export COMFY_URL COMFY_INPUT_DIR COMFY_OUTPUT_DIR COMFY_MODELS_DIR
 
 COMFY_PID=""
@@ -147,6 +149,30 @@ comfy_died() {
 
 comfy_answers() { curl -fsS -o /dev/null --max-time 5 "${COMFY_URL}/system_stats" 2>/dev/null; }
 
+# The worker's settings are checked before anything starts: a misconfigured endpoint fails in a second,
+# not after a 30 GB download. The message names every problem and never shows a secret's value.
+CONFIG_CHECK_PY='
+import sys
+from worker.config import Settings
+from worker.errors import WorkerError
+try:
+    Settings.from_env()
+except WorkerError as exc:
+    sys.exit(exc.message)
+'
+
+check_configuration() {
+    local error cmd
+    if [[ -n $PREFLIGHT_CMD ]]; then
+        read -r -a cmd <<<"$PREFLIGHT_CMD"
+        error=$("${cmd[@]}" 2>&1) && return 0
+    else
+        error=$("$PYTHON" -c "$CONFIG_CHECK_PY" 2>&1) && return 0
+    fi
+    log "ERROR: the worker's configuration is invalid; nothing started: ${error##*$'\n'}"
+    exit 2
+}
+
 # --use-sage-attention only when asked for AND the package imports; a missing optional package never
 # stops the worker.
 sage_attention_flag() {
@@ -177,6 +203,7 @@ command -v curl >/dev/null || {
 }
 cd "$APP_DIR" || exit 2
 mkdir -p "$COMFY_INPUT_DIR" "$COMFY_OUTPUT_DIR" "$COMFY_MODELS_DIR" "$(dirname "$COMFY_LOG_FILE")" || exit 2
+check_configuration
 
 read -r -a comfy_cmd <<<"$COMFY_CMD"
 read -r -a comfy_extra <<<"$COMFY_EXTRA_ARGS"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-ENTRYPOINT = Path(__file__).resolve().parent.parent / "entrypoint.sh"
+ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = ROOT / "entrypoint.sh"
 
 STANDIN = r'''
 import http.server, json, os, signal, sys, threading, time, urllib.request
@@ -171,6 +172,7 @@ class Box:
             "COMFY_CMD": f"{py} comfy",
             "DOWNLOAD_CMD": f"{py} download",
             "HANDLER_CMD": f"{py} handler",
+            "PREFLIGHT_CMD": "true",
             "READY_POLL_S": "0.05",
             "STOP_TIMEOUT_S": "5",
         }
@@ -350,3 +352,26 @@ def test_a_bad_timeout_setting_is_refused(box: Box) -> None:
     assert run.code == 2
     assert "COMFY_READY_TIMEOUT_S must be a whole number" in run.output
     assert not box.has("comfy.start")
+
+
+def test_a_misconfigured_worker_fails_before_anything_starts(box: Box) -> None:
+    # The real configuration check (worker.config) of this repository, with no MINIO_* set.
+    run = box.run(APP_DIR=str(ROOT), PREFLIGHT_CMD="")
+    assert run.code == 2, run.output
+    assert "configuration is invalid; nothing started" in run.output
+    assert "MINIO_ENDPOINT is required but not set" in run.output
+    assert not box.has("comfy.start") and not box.has("download.start")
+
+
+def test_a_valid_configuration_passes_the_check(box: Box) -> None:
+    run = box.run(
+        APP_DIR=str(ROOT),
+        PREFLIGHT_CMD="",
+        MINIO_ENDPOINT="127.0.0.1:9",
+        MINIO_ACCESS_KEY="key",
+        MINIO_SECRET_KEY="secret",
+        MINIO_BUCKET="media",
+        WORKFLOW="workflows/model_free_still.json",
+    )
+    assert run.code == 0, run.output
+    assert box.has("handler.start")
