@@ -356,6 +356,32 @@ def test_sampler_progress_is_forwarded_with_steps(fake_comfy: FakeComfyUI, graph
     assert 0 < percents[0] < percents[-1] < 100
 
 
+def test_cached_nodes_count_as_done(fake_comfy: FakeComfyUI, graph: dict[str, Any]) -> None:
+    client = make_client(fake_comfy)
+    run(client, graph)
+    graph["5"]["inputs"]["amount"] = 12  # nodes 1-4 (loaders, components, scaling) stay cached
+    progress = ProgressLog()
+    run(client, graph, progress=progress)
+    first_node = next(p for p in progress.events if p.node is not None)
+    assert first_node.node == "5" and first_node.percent == pytest.approx(100 * 4 / 7, abs=0.1)
+
+
+def test_comfyui_dying_mid_run_is_comfy_unavailable(tmp_path: Path, comfy_media: ComfyMedia) -> None:
+    server = FakeComfyUI(tmp_path / "in", tmp_path / "out").start()
+    try:
+        image, video = stage_inputs(server, comfy_media.avatar_png, comfy_media.driving_mp4)
+        server.set_fault("hang", node="3")
+        progress = ProgressLog()
+        progress.wanted = lambda p: p.node == "3"
+        threading.Thread(target=lambda: progress.seen.wait(30) and server.stop(), daemon=True).start()
+        client = make_client(server, reconnect_attempts=2)
+        error = failure(run, client, model_free_graph(image=image, video=video), progress=progress)
+    finally:
+        server.stop()
+    assert error.code == ErrorCode.COMFY_UNAVAILABLE and error.refresh_worker
+    assert "reconnect" in error.message
+
+
 def test_unreachable_comfyui_is_comfy_unavailable(
     tmp_path: Path, comfy_media: ComfyMedia, graph: dict[str, Any]
 ) -> None:

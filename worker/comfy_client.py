@@ -703,8 +703,9 @@ class ComfyClient:
         return ids(queue.get("queue_running")), ids(queue.get("queue_pending"))
 
     def _stop_prompt(self, prompt_id: str) -> None:
-        """Interrupt the prompt if it runs and drop it if it waits (best effort)."""
-        for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
+        """Drop the prompt if it waits, interrupt it if it runs (best effort). In this order: a
+        prompt that starts between the two calls is still caught by the interrupt."""
+        for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
             with contextlib.suppress(WorkerError):
                 self._request("POST", path, json=body, timeout=min(self.request_timeout_s, 5.0))
 
