@@ -57,10 +57,12 @@ elapsed() {
     printf '%d.%d' $((us / 1000000)) $((us / 100000 % 10))
 }
 
+# Each line with a tag in front; ANSI colour codes (ComfyUI colours its level tags) are dropped.
+shopt -s extglob
 prefix() {
     local tag=$1 line
     while IFS= read -r line || [[ -n $line ]]; do
-        printf '[%s] %s\n' "$tag" "$line"
+        printf '[%s] %s\n' "$tag" "${line//$'\e['*([0-9;])m/}"
     done
 }
 

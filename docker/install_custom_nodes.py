@@ -39,8 +39,10 @@ BASE_PINNED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton|
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# "   0.3 seconds: /comfyui/custom_nodes/ComfyUI-KJNodes" or "... seconds (IMPORT FAILED): ..."
-IMPORT_TIME_RE = re.compile(r"^\s*\d+(?:\.\d+)? seconds( \(IMPORT FAILED\))?: (?P<path>\S.*?)\s*$")
+# ComfyUI 0.33 logs "[INFO]    0.3 seconds: /comfyui/custom_nodes/ComfyUI-KJNodes" (the level tag in ANSI
+# colours), or "... seconds (IMPORT FAILED): ..."
+IMPORT_TIME_RE = re.compile(r"(?:^|\s)\d+(?:\.\d+)? seconds( \(IMPORT FAILED\))?: (?P<path>\S.*?)\s*$")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 FETCH_ATTEMPTS = 3
 
 
@@ -237,8 +239,8 @@ def import_problems(log_text: str, folders: Iterable[str]) -> list[str]:
     """What ComfyUI's start log says went wrong for ``folders`` (custom_nodes/ subfolders)."""
     results: dict[str, bool] = {}
     problems = []
-    for line in log_text.splitlines():
-        match = IMPORT_TIME_RE.match(line)
+    for line in ANSI_RE.sub("", log_text).splitlines():
+        match = IMPORT_TIME_RE.search(line)
         if match:
             results[Path(match.group("path")).name] = match.group(1) is None
         elif "IMPORT FAILED" in line:

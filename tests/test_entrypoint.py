@@ -60,7 +60,7 @@ record("start")
 def comfy():
     mode = os.environ.get("FAKE_COMFY", "ready")
     port = int(sys.argv[sys.argv.index("--port") + 1])
-    print("fake ComfyUI booting", flush=True)
+    print("\x1b[32m[INFO]\x1b[0m fake ComfyUI booting", flush=True)
     if mode == "crash":
         print("Traceback (most recent call last):", flush=True)
         print("RuntimeError: fake CUDA error during boot", flush=True)
@@ -240,7 +240,7 @@ def test_models_download_while_comfyui_boots_then_the_handler_starts(box: Box) -
     assert comfy_argv[comfy_argv.index("--output-directory") + 1] == handler["env"]["COMFY_OUTPUT_DIR"]
     assert Path(handler["env"]["COMFY_INPUT_DIR"]).is_dir()
     assert "--models-dir" in download_start["argv"] and "--manifest" in download_start["argv"]
-    assert "[comfyui] fake ComfyUI booting" in run.output
+    assert "[comfyui] [INFO] fake ComfyUI booting" in run.output, "ANSI colour codes are dropped"
     assert "[models] all models in place" in run.output
     assert "[worker] --- Starting Serverless Worker" in run.output
     timeline = [line for line in run.output.splitlines() if "start-up timeline" in line]
@@ -268,7 +268,7 @@ def test_comfyui_not_ready_in_time_exits_non_zero_with_its_log(box: Box) -> None
     run = box.run(FAKE_COMFY="never", COMFY_READY_TIMEOUT_S="1")
     assert run.code != 0
     assert "ComfyUI not ready after 1 s" in run.output
-    assert "[comfyui last lines] fake ComfyUI booting" in run.output
+    assert "[comfyui last lines] [INFO] fake ComfyUI booting" in run.output
     assert box.has("comfy.sigterm")
     assert not box.has("handler.start")
 

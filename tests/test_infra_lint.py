@@ -222,14 +222,17 @@ def test_new_pip_check_problems_fail_the_install_check() -> None:
 
 # ---------------------------------------------------------------------------------------- import check
 
-IMPORT_LOG = """\
-Total VRAM 0 MB, total RAM 23996 MB
+# As ComfyUI 0.33 writes it to the console: every record starts with its level tag in ANSI colours.
+INFO = "\x1b[32m[INFO]\x1b[0m "
+IMPORT_LOG = f"""\
+{INFO}Total VRAM 0 MB, total RAM 23996 MB
+{INFO}
 Import times for custom nodes:
-   0.0 seconds: /comfyui/custom_nodes/websocket_image_save.py
-   0.0 seconds: /comfyui/custom_nodes/ComfyUI-WanAnimatePreprocess
-   0.1 seconds: /comfyui/custom_nodes/wan_worker_attention
-   0.3 seconds: /comfyui/custom_nodes/ComfyUI-KJNodes
-
+{INFO}   0.0 seconds: /comfyui/custom_nodes/websocket_image_save.py
+{INFO}   0.0 seconds: /comfyui/custom_nodes/ComfyUI-WanAnimatePreprocess
+{INFO}   0.1 seconds: /comfyui/custom_nodes/wan_worker_attention
+{INFO}   0.3 seconds: /comfyui/custom_nodes/ComfyUI-KJNodes
+{INFO}
 """
 FOLDERS = ["ComfyUI-KJNodes", "ComfyUI-WanAnimatePreprocess", "wan_worker_attention"]
 
@@ -253,8 +256,8 @@ def test_a_folder_missing_from_the_log_fails_the_build() -> None:
 
 
 def test_a_core_node_import_failure_fails_the_build_too() -> None:
-    log = IMPORT_LOG + "IMPORT FAILED: nodes_video.py\n"
-    assert icn.import_problems(log, FOLDERS) == ["ComfyUI reports: IMPORT FAILED: nodes_video.py"]
+    log = IMPORT_LOG + "\x1b[1m\x1b[33m[WARNING]\x1b[0m IMPORT FAILED: nodes_video.py\n"
+    assert icn.import_problems(log, FOLDERS) == ["ComfyUI reports: [WARNING] IMPORT FAILED: nodes_video.py"]
 
 
 def test_check_imports_command_reads_the_custom_nodes_folder(
