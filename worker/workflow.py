@@ -7,7 +7,12 @@ job parameter to the node inputs it sets and names the one output node::
     {"inputs": {"image": [{"node": "1", "input": "image"}], ...},
      "defaults": {"seed": 42, "prompt": "...", "negative_prompt": "..."},
      "output": {"node": "7"},
+     "settings": {"steps": {"value": 6, "env": "WAN_STEPS", "targets": [{"node": "31", "input": "steps"}]}},
      "windows": {...}}            # optional: per-length expansion, see worker.windows
+
+``settings`` are deployment-level values (not job parameters): set into the graph at load,
+each overridable by the environment variable it names (the value is parsed as the type of
+the default). They are part of ``Workflow.sha256``.
 
 Switching workflows is the ``WORKFLOW`` environment variable, no code.
 
@@ -22,12 +27,15 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ErrorCode, WorkerError
+from worker.windows import check_spec, expand_windows
 
 PARAMETERS = (
     "image",
@@ -78,9 +86,10 @@ class Workflow:
     output_node: str
     defaults: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path) -> Workflow:
+    def load(cls, path: Path, *, env: Mapping[str, str] | None = None) -> Workflow:
         bindings_path = path.with_suffix(".bindings.json")
         try:
             graph_bytes = path.read_bytes()
@@ -89,7 +98,11 @@ class Workflow:
             spec = json.loads(bindings_bytes)
         except (OSError, json.JSONDecodeError) as exc:
             raise _invalid(f"cannot read workflow {path.name}: {exc}") from exc
-        digest = hashlib.sha256(graph_bytes + b"\0" + bindings_bytes).hexdigest()
+        settings = _apply_settings(graph, spec.get("settings", {}), os.environ if env is None else env)
+        digest_input = graph_bytes + b"\0" + bindings_bytes
+        if settings:
+            digest_input += b"\0" + json.dumps(settings, sort_keys=True).encode()
+        digest = hashlib.sha256(digest_input).hexdigest()
         workflow = cls(
             name=path.stem,
             path=path,
@@ -99,6 +112,7 @@ class Workflow:
             output_node=str(spec.get("output", {}).get("node", "")),
             defaults=dict(spec.get("defaults", {})),
             windows=spec.get("windows"),
+            settings=settings,
         )
         workflow._check()
         return workflow
@@ -126,6 +140,8 @@ class Workflow:
         for required in ("image", "driving_video", "frames", "filename_prefix"):
             if not self.bindings.get(required):
                 raise _invalid(f"{self.path.name}: parameter {required!r} is bound to no node")
+        if self.windows is not None:
+            check_spec(self.graph, self.windows)
 
     def build(self, params: WorkflowParams) -> dict[str, Any]:
         """The API graph for one job: bound values set, then expanded for its length."""
@@ -135,8 +151,6 @@ class Workflow:
             for target in targets:
                 graph[target.node]["inputs"][target.input] = value
         if self.windows is not None:
-            from worker.windows import expand_windows
-
             graph = expand_windows(graph, self.windows, frames=params.frames)
         return graph
 
@@ -155,6 +169,45 @@ def _parse_bindings(spec: dict[str, Any]) -> dict[str, tuple[Binding, ...]]:
         except (TypeError, KeyError) as exc:
             raise _invalid(f"binding {name!r} must be a list of {{node, input}}") from exc
     return bindings
+
+
+def _apply_settings(graph: dict[str, Any], raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """Set each deployment setting (its default, or its environment variable) into the graph."""
+    if not isinstance(raw, dict):
+        raise _invalid("bindings 'settings' must be an object")
+    if not isinstance(graph, dict):
+        return {}  # not an API graph: Workflow._check says so
+    values: dict[str, Any] = {}
+    for name, entry in raw.items():
+        try:
+            value = entry["value"]
+            variable = entry.get("env")
+            targets = [Binding(node=str(t["node"]), input=str(t["input"])) for t in entry["targets"]]
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise _invalid(f"setting {name!r} must be {{value, env, targets: [{{node, input}}]}}") from exc
+        override = env.get(variable, "").strip() if variable else ""
+        if override:
+            value = _parse_like(value, override, variable=str(variable), setting=name)
+        for target in targets:
+            node = graph.get(target.node)
+            if node is None or target.input not in node.get("inputs", {}):
+                raise _invalid(f"setting {name!r} targets missing input {target.node}.{target.input}")
+            node["inputs"][target.input] = value
+        values[name] = value
+    return values
+
+
+def _parse_like(default: Any, text: str, *, variable: str, setting: str) -> Any:
+    if isinstance(default, bool) or not isinstance(default, int | float | str):
+        raise _invalid(f"setting {setting!r}: only int, float and string values can be overridden")
+    try:
+        return type(default)(text)
+    except ValueError:
+        noun = "an integer" if isinstance(default, int) else "a number"
+        raise WorkerError(
+            ErrorCode.CONFIG_INVALID,
+            f"{variable} (workflow setting {setting!r}) must be {noun}, not {text!r}",
+        ) from None
 
 
 def _invalid(message: str) -> WorkerError:

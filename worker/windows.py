@@ -1,0 +1,292 @@
+"""Per-length expansion of a windowed Wan Animate graph.
+
+Wan2.2 Animate generates a fixed-length window (77 frames). Longer videos are made of
+windows that each continue from the last ``motion_frames`` (5) decoded frames of the
+previous one: ``WanAnimateToVideo.continue_motion`` takes the previous window's decoded
+images and ``video_frame_offset`` the previous window's ``video_frame_offset`` output, which
+seeks every conditioning video (pose, face, background, mask) to where that window starts.
+Each extension window re-generates those 5 frames, so it adds 72 new ones::
+
+    windows(N) = 1 + ceil(max(0, N - 77) / 72)          # N = 240 -> 4 windows
+
+The pinned graph holds window 1 and ONE extension window; the bindings' ``windows``
+section names them (see ``workflows/README.md``)::
+
+    "windows": {
+      "window_frames": 77, "motion_frames": 5, "max_windows": 50, "last_window": "full",
+      "first": {"animate": "30", "images": "33"},
+      "extension": {"nodes": ["40", "41", "42", "43", "44"], "animate": "40", "images": "44",
+                    "previous": {"30": "40", "33": "43"}},
+      "collect": {"node": "50", "input_prefix": "images.image"}
+    }
+
+``expand_windows`` repeats the extension nodes for windows 3..W with fresh ids
+(``f"{window}{id:03d}"``, e.g. node 40 of window 3 is ``"3040"``); a link from an
+extension node to a window-1 node named in ``previous`` is re-pointed at the previous
+window's copy of its counterpart; links to shared nodes (models, pose video, mask, ...)
+are kept. The collector gets one input per window, in order. For N <= 77 the extension
+nodes are removed. ``last_window: "fit"`` shortens the last window to the fewest frames
+(4n+1) that still cover the video instead of always generating 77.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from worker.errors import ErrorCode, WorkerError
+
+TITLE_PLACEHOLDER = "{window}"
+LAST_WINDOW_MODES = ("full", "fit")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One generation window. ``start`` is the first driving frame it conditions on; its
+    first ``trim`` frames repeat the previous window and are dropped."""
+
+    index: int  # 1-based
+    start: int
+    length: int
+    trim: int
+    new_frames: int  # frames it adds to the output after the trim and the final cut to N
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    window_frames: int
+    motion_frames: int
+    max_windows: int
+    last_window: str
+    first_animate: str
+    first_images: str
+    extension_nodes: tuple[str, ...]
+    extension_animate: str
+    extension_images: str
+    previous: dict[str, str]
+    collect_node: str
+    collect_prefix: str
+
+    @property
+    def step(self) -> int:
+        return self.window_frames - self.motion_frames
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> WindowSpec:
+        try:
+            first, extension, collect = raw["first"], raw["extension"], raw["collect"]
+            spec = cls(
+                window_frames=int(raw.get("window_frames", 77)),
+                motion_frames=int(raw.get("motion_frames", 5)),
+                max_windows=int(raw.get("max_windows", 50)),
+                last_window=str(raw.get("last_window", "full")),
+                first_animate=str(first["animate"]),
+                first_images=str(first["images"]),
+                extension_nodes=tuple(str(n) for n in extension["nodes"]),
+                extension_animate=str(extension["animate"]),
+                extension_images=str(extension["images"]),
+                previous={str(k): str(v) for k, v in extension["previous"].items()},
+                collect_node=str(collect["node"]),
+                collect_prefix=str(collect["input_prefix"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _invalid(f"bindings 'windows' section is malformed: {exc!r}") from exc
+        if spec.last_window not in LAST_WINDOW_MODES:
+            raise _invalid(
+                f"windows.last_window must be one of {LAST_WINDOW_MODES}, not {spec.last_window!r}"
+            )
+        if (spec.window_frames - 1) % 4 or (spec.motion_frames - 1) % 4:
+            raise _invalid("windows.window_frames and motion_frames must be 4n+1 (Wan's temporal VAE stride)")
+        if not 0 < spec.motion_frames < spec.window_frames:
+            raise _invalid("windows.motion_frames must be between 1 and window_frames - 1")
+        if spec.max_windows < 1:
+            raise _invalid("windows.max_windows must be at least 1")
+        return spec
+
+
+def window_count(frames: int, window_frames: int = 77, motion_frames: int = 5) -> int:
+    """Windows needed for ``frames`` driving frames: 1 + ceil(max(0, N - 77) / 72)."""
+    if frames < 1:
+        raise ValueError("frames must be at least 1")
+    return 1 + math.ceil(max(0, frames - window_frames) / (window_frames - motion_frames))
+
+
+def plan_windows(
+    frames: int, *, window_frames: int = 77, motion_frames: int = 5, last_window: str = "full"
+) -> list[Window]:
+    """The windows that produce exactly ``frames`` output frames."""
+    count = window_count(frames, window_frames, motion_frames)
+    step = window_frames - motion_frames
+    plan: list[Window] = []
+    produced = 0
+    for index in range(1, count + 1):
+        trim = 0 if index == 1 else motion_frames
+        start = 0 if index == 1 else step * (index - 1)
+        remaining = frames - produced
+        new_frames = min(window_frames - trim, remaining)
+        length = window_frames
+        if last_window == "fit" and index == count:
+            length = _shortest_length(trim + new_frames)
+        plan.append(Window(index=index, start=start, length=length, trim=trim, new_frames=new_frames))
+        produced += new_frames
+    return plan
+
+
+def _shortest_length(frames: int) -> int:
+    """The smallest Wan window length (4n+1) holding ``frames`` frames."""
+    return 4 * math.ceil((frames - 1) / 4) + 1
+
+
+def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
+    """Parse the ``windows`` section and check it against the pinned graph."""
+    spec = WindowSpec.parse(raw)
+    named = {
+        "first.animate": spec.first_animate,
+        "first.images": spec.first_images,
+        "extension.animate": spec.extension_animate,
+        "extension.images": spec.extension_images,
+        "collect.node": spec.collect_node,
+    }
+    for where, node_id in named.items():
+        if node_id not in graph:
+            raise _invalid(f"windows.{where} names node {node_id}, which is not in the graph")
+    for node_id in (*spec.extension_nodes, *spec.previous, *spec.previous.values()):
+        if node_id not in graph:
+            raise _invalid(f"windows.extension names node {node_id}, which is not in the graph")
+    extension = set(spec.extension_nodes)
+    for role in (spec.extension_animate, spec.extension_images, *spec.previous.values()):
+        if role not in extension:
+            raise _invalid(f"windows.extension: node {role} must be one of extension.nodes")
+    if extension & set(spec.previous):
+        raise _invalid("windows.extension.previous must map window-1 nodes, not extension nodes")
+    for node_id in graph:
+        if not node_id.isdigit() or int(node_id) >= 1000:
+            raise _invalid(f"node id {node_id!r}: windowed graphs need numeric ids below 1000")
+    for animate in (spec.first_animate, spec.extension_animate):
+        if graph[animate]["inputs"].get("length") != spec.window_frames:
+            raise _invalid(f"node {animate}: length must be windows.window_frames ({spec.window_frames})")
+    collect_inputs = graph[spec.collect_node]["inputs"]
+    expected = {
+        f"{spec.collect_prefix}0": [spec.first_images, 0],
+        f"{spec.collect_prefix}1": [spec.extension_images, 0],
+    }
+    actual = {k: v for k, v in collect_inputs.items() if k.startswith(spec.collect_prefix)}
+    if actual != expected:
+        raise _invalid(f"node {spec.collect_node} must collect exactly {expected}, has {actual}")
+    # The extension window must consume no node outside itself that is not either shared by
+    # both windows or a window-1 node it continues from (named in ``previous``).
+    first_only = _window_one_chain(graph, spec)
+    for node_id in spec.extension_nodes:
+        for name, value in graph[node_id]["inputs"].items():
+            if _is_link(value) and value[0] in first_only and value[0] not in spec.previous:
+                raise _invalid(
+                    f"node {node_id}.{name} links window-1 node {value[0]}, which windows.extension.previous "
+                    "does not map to an extension counterpart"
+                )
+    return spec
+
+
+def expand_windows(graph: dict[str, Any], raw_spec: Mapping[str, Any], *, frames: int) -> dict[str, Any]:
+    """The graph for ``frames`` driving frames: one window per 72 frames after the first 77."""
+    spec = check_spec(graph, raw_spec)
+    if frames < 1:
+        raise WorkerError(
+            ErrorCode.INVALID_INPUT, f"the driving video has {frames} frames; at least 1 is needed"
+        )
+    plan = plan_windows(
+        frames,
+        window_frames=spec.window_frames,
+        motion_frames=spec.motion_frames,
+        last_window=spec.last_window,
+    )
+    if len(plan) > spec.max_windows:
+        longest = spec.window_frames + spec.step * (spec.max_windows - 1)
+        raise WorkerError(
+            ErrorCode.INPUT_TOO_LARGE,
+            f"a driving video of {frames} frames needs {len(plan)} windows; this workflow joins at most "
+            f"{spec.max_windows} ({longest} frames). Use a shorter video.",
+            details={"frames": frames, "windows": len(plan), "max_frames": longest},
+        )
+    out = copy.deepcopy(graph)
+    collect = out[spec.collect_node]["inputs"]
+    for name in [k for k in collect if k.startswith(spec.collect_prefix)]:
+        del collect[name]
+
+    window_ids: list[dict[str, str]] = [{}]  # per window: extension id -> id in this window
+    for window in plan[1:]:
+        if window.index == 2:
+            ids = {node_id: node_id for node_id in spec.extension_nodes}
+        else:
+            ids = {node_id: f"{window.index}{int(node_id):03d}" for node_id in spec.extension_nodes}
+            previous_ids = window_ids[-1]
+            for template_id, new_id in ids.items():
+                if new_id in out:
+                    raise _invalid(f"window {window.index}: node id {new_id} is already taken")
+                node = copy.deepcopy(graph[template_id])
+                for name, value in node["inputs"].items():
+                    if not _is_link(value):
+                        continue
+                    if value[0] in ids:
+                        node["inputs"][name] = [ids[value[0]], value[1]]
+                    elif value[0] in spec.previous:
+                        node["inputs"][name] = [previous_ids[spec.previous[value[0]]], value[1]]
+                out[new_id] = node
+        window_ids.append(ids)
+
+    for window, ids in zip(plan, window_ids, strict=True):
+        animate = spec.first_animate if window.index == 1 else ids[spec.extension_animate]
+        images = spec.first_images if window.index == 1 else ids[spec.extension_images]
+        out[animate]["inputs"]["length"] = window.length
+        collect[f"{spec.collect_prefix}{window.index - 1}"] = [images, 0]
+        for node_id in ids.values():
+            meta = out[node_id].get("_meta")
+            if meta and TITLE_PLACEHOLDER in meta.get("title", ""):
+                meta["title"] = meta["title"].replace(TITLE_PLACEHOLDER, str(window.index))
+
+    if len(plan) == 1:
+        for node_id in spec.extension_nodes:
+            del out[node_id]
+    return out
+
+
+def _window_one_chain(graph: Mapping[str, Any], spec: WindowSpec) -> set[str]:
+    """Window 1's own nodes: downstream of its WanAnimateToVideo and upstream of its images."""
+    downstream = {spec.first_animate}
+    changed = True
+    while changed:
+        changed = False
+        for node_id, node in graph.items():
+            if node_id not in downstream and any(
+                _is_link(v) and v[0] in downstream for v in node["inputs"].values()
+            ):
+                downstream.add(node_id)
+                changed = True
+    return downstream & _upstream(graph, spec.first_images)
+
+
+def _upstream(graph: Mapping[str, Any], node_id: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [node_id]
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in graph:
+            continue
+        seen.add(current)
+        stack.extend(v[0] for v in graph[current]["inputs"].values() if _is_link(v))
+    return seen
+
+
+def _is_link(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
+
+
+def _invalid(message: str) -> WorkerError:
+    return WorkerError(ErrorCode.WORKFLOW_INVALID, message)
