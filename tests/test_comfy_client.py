@@ -231,12 +231,12 @@ def test_dropped_socket_reconnects_and_confirms_the_outcome(
 def test_deadline_interrupts_the_prompt_and_raises_timeout(
     fake_comfy: FakeComfyUI, graph: dict[str, Any]
 ) -> None:
-    fake_comfy.set_fault("hang", node="5")
+    fake_comfy.set_fault("hang", node="2")  # the first node to run
     client = make_client(fake_comfy)
     progress = ProgressLog()
     error = failure(run, client, graph, timeout_s=1.5, progress=progress)
     assert error.code == ErrorCode.TIMEOUT and not error.refresh_worker
-    assert error.details["comfy_stopped"] is True and error.details["node"] == "5"
+    assert error.details["comfy_stopped"] is True and error.details["node"] == "2"
     [prompt_id] = [pid for pid, entry in fake_comfy.history().items()]
     status = fake_comfy.history()[prompt_id]["status"]
     assert status["status_str"] == "error" and status["messages"][-1][0] == "execution_interrupted"

@@ -510,9 +510,12 @@ def test_interrupt_is_honoured_between_nodes_but_not_during_the_last(
     assert requests.post(f"{fake_comfy.url}/interrupt", json={"prompt_id": prompt_id}).status_code == 200
     messages = recorder.read_until_done(prompt_id)
     recorder.close()
-    tail = [label(m) for m in messages[-3:]]
-    assert tail == ["execution_interrupted(node=1)", "status", "executing(node=None)"]
-    assert set(messages[-3]["data"]) in DATA_KEYS["execution_interrupted"]
+    assert [m["type"] for m in messages[-3:]] == ["execution_interrupted", "status", "executing"]
+    interrupted = messages[-3]["data"]
+    assert set(interrupted) in DATA_KEYS["execution_interrupted"]
+    # honoured when the next node starts (node 1 unless the machine is slow), never in node 3
+    assert interrupted["node_id"] in ("1", "4", "5", "6") and "3" in interrupted["executed"]
+    assert "execution_success" not in [m["type"] for m in messages]
     assert history(fake_comfy, prompt_id)[prompt_id]["status"]["status_str"] == "error"
 
     # an interrupt aimed at another prompt, or sent during the last node, changes nothing
@@ -580,7 +583,9 @@ def test_reconnect_with_the_same_client_id_gets_the_current_node_and_no_replay(
         "type": "status",
         "data": {"status": {"exec_info": {"queue_remaining": 1}}, "sid": old.client_id},
     }
-    assert messages[1] == {"type": "executing", "data": {"node": "4"}}
+    # the node running at reconnect time (4 unless the machine is slow), without prompt_id
+    assert messages[1]["type"] == "executing" and set(messages[1]["data"]) == {"node"}
+    assert messages[1]["data"]["node"] in ("4", "5", "6", "7")
     assert "execution_start" not in [m["type"] for m in messages]
     assert [label(m) for m in messages[-4:]] == [
         "progress_state",
