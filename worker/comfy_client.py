@@ -135,6 +135,7 @@ class _PromptWatch:
             # sends that only to the prompt's own client id, which is ours alone.
             if kind == "executing" and data.get("node") is not None:
                 self._enter(str(data["node"]))
+                self.emit()
             return
         if prompt_id != self.prompt_id:
             return
@@ -146,7 +147,8 @@ class _PromptWatch:
             if data.get("node") is None:
                 self.barrier = True
                 return
-            self._enter(str(data["node"]))
+            # display_node is the graph's node when the server runs an expanded copy of it
+            self._enter(str(data.get("display_node") or data["node"]))
         elif kind == "progress":
             self._sampling(data)
         elif kind == "progress_state":
@@ -193,7 +195,7 @@ class _PromptWatch:
     def _sampling(self, data: dict[str, Any]) -> None:
         self._mark_started()
         node = data.get("node")
-        if node is not None and str(node) != self.current:
+        if node is not None and str(node) in self.graph and str(node) != self.current:
             self._enter(str(node))
         try:
             self.step, self.steps = int(data["value"]), int(data["max"])
