@@ -18,28 +18,30 @@ decoding; and a control endpoint a real server does not have, ``POST /fake/fault
 faults (also ``FakeComfyUI.set_fault`` in Python):
 
 =================  ====================================================================
-kind               effect (params; every fault applies to ``times`` prompts, default 1,
-                   ``times: null`` = until cleared)
+kind               effect and params. Each fault applies to the next ``times`` prompts
+                   (default 1; ``times: null`` = until cleared). ``node`` defaults to
+                   the output node; a fault aimed at a cached node does not fire.
 =================  ====================================================================
-reject             ``POST /prompt`` -> 400 ``value_not_in_list`` (a model file that is not
-                   installed). ``node``, ``input_name``, ``received_value``
+reject             ``POST /prompt`` -> 400 ``value_not_in_list`` (like a model file that is
+                   not installed). ``node`` (default: the first), ``input_name``,
+                   ``received_value``
 partial_reject     ``POST /prompt`` -> 200 with non-empty ``node_errors``; the prompt runs
-runtime_error      ``execution_error`` in ``node`` (default: the output node).
-                   ``exception_type``, ``exception_message``
-oom                like runtime_error with ``torch.OutOfMemoryError`` / "CUDA out of memory"
-drop_socket        the prompt's websocket is cut after ``after_node`` (default: the first
-                   node that runs); the prompt goes on
-hang               ``node`` never finishes until interrupted (honoured like a sampler loop)
-slow               every node that runs takes ``seconds`` (default 1.0) more; interrupts are
+runtime_error      ``execution_error`` in ``node``; ``exception_type``, ``exception_message``
+oom                ``execution_error`` in ``node``: ``torch.OutOfMemoryError``, "CUDA out of
+                   memory. ..."
+drop_socket        the prompt's websocket is cut after ``after_node`` finished (default: the
+                   first node that runs); the prompt goes on and its events are lost
+hang               ``node`` never finishes until interrupted (checked like a sampler loop)
+slow               every node that runs takes ``seconds`` (1.0) longer; interrupts are
                    honoured between nodes only, as on a real server
 progress           ``node`` emits sampler ``progress`` messages: ``steps`` (4), ``step_s``
-                   (0.05), ``preview`` (true: a binary preview frame per step)
+                   (0.05), ``preview`` (true: one binary preview frame per step)
 wrong_size         SaveVideo writes ``width`` x ``height`` (default: half size)
 wrong_fps          SaveVideo writes at ``fps`` (default: 25, or 30 when 25 was asked)
 wrong_frames       SaveVideo writes ``frames`` frames (default: one fewer)
 drop_audio         SaveVideo writes no audio track
-cached_rerun       the next prompt is answered from "cache": every node reported cached,
-                   the output node re-reports the last file it wrote, no new file
+cached_rerun       the next prompt is answered as if from cache: every node reported
+                   cached, the output node re-reports the last file it wrote, no new file
 =================  ====================================================================
 
     python -m localdev.fake_comfyui --host 127.0.0.1 --port 8188 --input-dir D --output-dir D
