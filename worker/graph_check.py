@@ -83,7 +83,6 @@ REPLACEMENT_SOURCES: dict[str, set[tuple[str, int]]] = {
 }
 OTHER_SOURCES: dict[tuple[str, str], set[tuple[str, int]]] = {
     ("Sam2Segmentation", "bboxes"): {("PoseAndFaceDetection", 3)},  # not face_bboxes ("BBOX," matches)
-    ("TrimVideoLatent", "trim_amount"): {("WanAnimateToVideo", 3)},
 }
 SIZE_NODES = ("WanAnimateToVideo", "PoseAndFaceDetection", "DrawViTPose")
 
@@ -103,13 +102,13 @@ def check_graph(
     if not checker.structure_ok():
         return checker.problems
     checker.check_nodes()
-    checker.check_graph_shape()
+    acyclic = checker.check_graph_shape()
     if any(node["class_type"] == "WanAnimateToVideo" for node in graph.values()):
         checker.check_replacement()
         checker.check_sizes(width, height)
     checker.check_sam2()
     checker.check_fps(fps)
-    if frames is not None:
+    if frames is not None and acyclic:
         checker.check_frame_count(frames)
     if installed_models is not None:
         checker.check_models(installed_models)
@@ -256,7 +255,8 @@ class _Checker:
                     f"{name}={value} must be {rule} (step {step} from {base}); the server does not check",
                 )
 
-    def check_graph_shape(self) -> None:
+    def check_graph_shape(self) -> bool:
+        """One output node, no cycle, no unused node; False when there is a cycle."""
         outputs = [
             n
             for n, node in self.graph.items()
@@ -276,6 +276,7 @@ class _Checker:
             for node_id in self.graph:
                 if node_id not in used:
                     self.add(node_id, "no output node uses it, so ComfyUI would neither validate nor run it")
+        return cycle is None
 
     # -- Wan Animate replacement semantics ---------------------------------------------------
 
@@ -300,6 +301,12 @@ class _Checker:
                     self.add(
                         node_id, f"{name} comes from {source[0]} output #{source[1]}, expected {expected}"
                     )
+        for trim in self.nodes_of("TrimVideoLatent"):
+            animate = self.window_of(trim)
+            if animate is not None and self.link(trim, "trim_amount") != (animate, 3):
+                self.add(
+                    trim, f"trim_amount must be [{animate!r}, 3] (trim_latent) to drop the reference latent"
+                )
         self.check_collect_order()
 
     def check_mask_matches_background(self, animate: str) -> None:
@@ -401,8 +408,12 @@ class _Checker:
         sizes: dict[tuple[Any, Any], list[str]] = {}
         for class_type in SIZE_NODES:
             for node_id in self.nodes_of(class_type):
-                inputs = self.graph[node_id]["inputs"]
-                sizes.setdefault((inputs.get("width"), inputs.get("height")), []).append(node_id)
+                size = (
+                    self.graph[node_id]["inputs"].get("width"),
+                    self.graph[node_id]["inputs"].get("height"),
+                )
+                if all(isinstance(v, int) and not isinstance(v, bool) for v in size):  # others: type errors
+                    sizes.setdefault(size, []).append(node_id)
         if len(sizes) > 1:
             listing = "; ".join(f"{w}x{h}: nodes {', '.join(ids)}" for (w, h), ids in sizes.items())
             self.add(None, f"width/height differ between pose, face and generation nodes ({listing})")
@@ -490,11 +501,7 @@ class _FrameCounter:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def output(self, node_id: str, slot: int) -> int | None:
-        return self._output(node_id, slot, frozenset())
-
-    def _output(self, node_id: str, slot: int, visiting: frozenset[str]) -> int | None:
-        if node_id in visiting:
-            return None  # a cycle, reported elsewhere
+        """Frames (or the integer value) of output ``slot``; the graph is known to be acyclic."""
         node = self.graph[node_id]
         inputs = node["inputs"]
         kind = node["class_type"]
@@ -767,7 +774,7 @@ def _extract(source: Path, out: Path) -> int:
     except OSError as exc:
         print(f"error: cannot read the full catalogue {source}: {exc}", file=sys.stderr)
         return 2
-    subset = extract_catalogue(full, workflow_graphs(out.parent).values())
+    subset = extract_catalogue(full, workflow_graphs().values())
     subset["source_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
     out.write_text(json.dumps(subset, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     print(f"wrote {out} ({len(subset['nodes'])} classes from {source.name})", file=sys.stderr)

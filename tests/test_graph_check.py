@@ -1,0 +1,270 @@
+"""worker.graph_check on its own: the committed catalogue subset, ComfyUI's matching rules,
+V3 dynamic inputs, the model manifest, and the model-free workflow against core nodes only."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.graph_check import (
+    CATALOGUE_PATH,
+    SHARED_CATALOGUE,
+    _types_match,
+    check_graph,
+    extract_catalogue,
+    load_catalogue,
+    load_manifest,
+    main,
+    workflow_graphs,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_FREE = REPO / "workflows" / "model_free_still.json"
+SHARED_CORE = SHARED_CATALOGUE.with_name("object_info_core_0.33.0.json")
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> dict[str, Any]:
+    return load_catalogue()
+
+
+@pytest.fixture(scope="module")
+def core(catalogue) -> dict[str, Any]:
+    return {
+        name: entry
+        for name, entry in catalogue.items()
+        if not entry["python_module"].startswith("custom_nodes.")
+    }
+
+
+@pytest.fixture
+def still() -> dict[str, Any]:
+    graph = json.loads(MODEL_FREE.read_text())
+    graph["5"]["inputs"]["amount"] = 24
+    return graph
+
+
+# -- the model-free workflow needs core ComfyUI only ---------------------------------------------
+
+
+def test_model_free_workflow_passes_with_the_core_subset(core, still):
+    assert check_graph(still, core, frames=24, fps=24.0) == []
+
+
+def test_the_core_subset_really_lacks_the_custom_nodes(core):
+    wan = workflow_graphs()["wan22_animate_replace.json"]
+    problems = check_graph(wan, core)
+    assert (
+        "node 8 (PoseAndFaceDetection): class is not in the pinned stack's catalogue (missing_node_type)"
+        in problems
+    )
+
+
+@pytest.mark.skipif(not SHARED_CORE.is_file(), reason="../shared is not beside the checkout")
+def test_model_free_workflow_passes_with_the_full_core_catalogue(still):
+    assert check_graph(still, json.loads(SHARED_CORE.read_text()), frames=24, fps=24.0) == []
+
+
+def test_frame_count_and_fps_of_the_model_free_workflow_are_checked(core, still):
+    assert check_graph(still, core, frames=25) == [
+        "node 7 (SaveVideo): the video would have 24 frames, the driving video has 25"
+    ]
+    assert check_graph(still, core, fps=30.0) == ["nodes 6 write 24 fps, the job is 30 fps"]
+
+
+# -- the committed catalogue is the pinned stack's -----------------------------------------------
+
+
+@pytest.mark.skipif(not SHARED_CATALOGUE.is_file(), reason="../shared is not beside the checkout")
+def test_committed_catalogue_matches_a_fresh_extraction(tmp_path):
+    out = tmp_path / "object_info_pinned.json"
+    assert main(["--extract-catalogue", "--catalogue", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(CATALOGUE_PATH.read_text())
+
+
+def test_committed_catalogue_covers_every_class_the_workflows_use(catalogue):
+    used = {node["class_type"] for graph in workflow_graphs().values() for node in graph.values()}
+    assert used == set(catalogue)
+    raw = json.loads(CATALOGUE_PATH.read_text())
+    assert "ComfyUI 0.33.0 (783545f6)" in raw["stack"] and len(raw["source_sha256"]) == 64
+
+
+def test_extraction_empties_input_folder_listings_and_refuses_unknown_classes():
+    source = {
+        "LoadImage": {"input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}}},
+        "LoadVideo": {"input": {"required": {"file": ["COMBO", {"options": ["a.mp4"]}]}}},
+    }
+    graph = {"1": {"class_type": "LoadImage", "inputs": {}}, "2": {"class_type": "LoadVideo", "inputs": {}}}
+    subset = extract_catalogue(source, [graph])
+    assert subset["nodes"]["LoadImage"]["input"]["required"]["image"][0] == []
+    assert subset["nodes"]["LoadVideo"]["input"]["required"]["file"][1]["options"] == []
+    assert source["LoadImage"]["input"]["required"]["image"][0] == ["a.png", "b.png"]  # source untouched
+    with pytest.raises(KeyError, match="Nope"):
+        extract_catalogue(source, [{"1": {"class_type": "Nope", "inputs": {}}}])
+
+
+# -- ComfyUI's matching rules --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("received", "expected", "ok"),
+    [
+        ("IMAGE", "IMAGE", True),
+        ("MASK", "IMAGE", False),
+        ("BBOX,", "BBOX", True),  # WanAnimatePreprocess's typo parses as {BBOX, ""}
+        ("*", "LATENT", True),
+        ("INT", "*", True),
+        ("STRING,INT", "INT", True),  # non-strict: any overlap
+        ("FLOAT", "INT", False),
+        (["a", "b"], "COMBO", True),
+        (["a", "b"], "STRING", False),
+    ],
+)
+def test_types_match_like_the_server(received, expected, ok):
+    assert _types_match(received, expected) is ok
+
+
+def test_link_shapes_and_constants_for_link_only_inputs(core, still):
+    still["4"]["inputs"]["image"] = [1, 0]  # node ids are strings in API graphs
+    still["6"]["inputs"]["images"] = "frames.png"
+    problems = check_graph(still, core)
+    assert "node 4 (ImageScale): image=[1, 0] is not a link [node_id, output_slot]" in problems
+    assert (
+        "node 6 (CreateVideo): images must be linked to a IMAGE output, not the value 'frames.png'"
+        in problems
+    )
+
+
+def test_input_folder_files_are_not_matched_against_the_catalogue(core, still):
+    still["1"]["inputs"]["image"] = "wan-worker/job-7/avatar.png"
+    assert check_graph(still, core) == []
+    still["1"]["inputs"]["image"] = ""
+    assert check_graph(still, core) == [
+        "node 1 (LoadImage): image must name a file in ComfyUI's input folder"
+    ]
+
+
+def test_graph_shape_problems(core, still):
+    broken = copy.deepcopy(still)
+    broken["4"]["inputs"]["image"] = ["5", 0]  # 4 -> 5 -> 4
+    assert any(p.startswith("dependency cycle: ") for p in check_graph(broken, core))
+    no_output = copy.deepcopy(still)
+    del no_output["7"]
+    problems = check_graph(no_output, core)
+    assert "the graph must have exactly one output node, has 0: []" in problems
+    assert check_graph([], core) == ["the graph is not an object of nodes"]  # type: ignore[arg-type]
+    assert check_graph({"1": {"inputs": {}}}, core) == ["node 1: no class_type"]
+
+
+# -- V3 dynamic inputs ---------------------------------------------------------------------------
+
+
+def test_autogrow_inputs_are_named_prefix_index_up_to_the_maximum(catalogue, still):
+    graph = copy.deepcopy(still)
+    graph["8"] = {
+        "class_type": "BatchImagesNode",
+        "inputs": {"images.image0": ["5", 0], "images.image7": ["4", 0]},
+    }
+    graph["6"]["inputs"]["images"] = ["8", 0]
+    assert check_graph(graph, catalogue) == []
+    graph["8"]["inputs"] = {"images.image1": ["5", 0], "images.image50": ["4", 0]}
+    problems = check_graph(graph, catalogue)
+    assert "node 8 (BatchImagesNode): required input 'images.image0' is missing" in problems
+    assert any(p.startswith("node 8 (BatchImagesNode): unknown input 'images.image50'") for p in problems)
+
+
+def test_dynamic_combo_options_open_their_own_inputs(core, still):
+    save = still["7"]["inputs"]
+    save["format.codec.encoding"] = "re-encode"
+    problems = check_graph(still, core)
+    assert "node 7 (SaveVideo): required input 'format.codec.encoding.crf' is missing" in problems
+    save.update({"format.codec.encoding.crf": 18.0, "format.codec.encoding.color_space": "sRGB"})
+    assert check_graph(still, core) == []
+    save["format.codec.encoding.crf"] = 99.0
+    assert check_graph(still, core) == [
+        "node 7 (SaveVideo): format.codec.encoding.crf=99.0 is above the maximum 51.0"
+    ]
+    save["format"] = "webm"  # webm has no h264 option
+    assert "node 7 (SaveVideo): format.codec='h264' is not one of ['auto', 'av1'] (value_not_in_list)" in (
+        check_graph(still, core)
+    )
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+
+def _sam2_graph(precision: str, device: str = "cuda") -> dict[str, Any]:
+    return {
+        "1": {
+            "class_type": "DownloadAndLoadSAM2Model",
+            "inputs": {
+                "model": "sam2.1_hiera_base_plus.safetensors",
+                "segmentor": "video",
+                "device": device,
+                "precision": precision,
+            },
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("precision", "loaded"),
+    [
+        ("fp16", "sam2.1_hiera_base_plus-fp16.safetensors"),
+        ("bf16", "sam2.1_hiera_base_plus-fp16.safetensors"),
+    ],
+)
+def test_sam2_at_half_precision_loads_the_fp16_file(catalogue, precision, loaded):
+    graph = _sam2_graph(precision)
+    assert not [
+        p for p in check_graph(graph, catalogue, installed_models={"sam2": {loaded}}) if "manifest" in p
+    ]
+    only_fp32 = {"sam2": {"sam2.1_hiera_base_plus.safetensors"}}
+    assert f"models/sam2/{loaded} is not a file the model manifest installs" in " ".join(
+        check_graph(graph, catalogue, installed_models=only_fp32)
+    )
+
+
+def test_sam2_at_fp32_loads_the_plain_file(catalogue):
+    installed = {"sam2": {"sam2.1_hiera_base_plus.safetensors"}}
+    assert not [
+        p
+        for p in check_graph(_sam2_graph("fp32", "cpu"), catalogue, installed_models=installed)
+        if "sam2" in p
+    ]
+
+
+def test_built_in_vae_values_are_not_files(catalogue):
+    graph = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}}}
+    assert not [p for p in check_graph(graph, catalogue, installed_models={}) if "manifest" in p]
+
+
+def test_load_manifest_by_folder_with_an_optional_variant(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "files": [
+                    {"filename": "a.safetensors", "folder": "vae", "repo": "x/y"},
+                    {"filename": "b.onnx", "folder": "detection"},
+                ],
+                "alternatives": {
+                    "bf16": {"files": [{"filename": "c.safetensors", "folder": "diffusion_models"}]}
+                },
+            }
+        )
+    )
+    assert load_manifest(manifest) == {"vae": {"a.safetensors"}, "detection": {"b.onnx"}}
+    assert load_manifest(manifest, variant="bf16")["diffusion_models"] == {"c.safetensors"}
+    with pytest.raises(KeyError, match="no variant 'fp4'"):
+        load_manifest(manifest, variant="fp4")
+
+
+def test_cli_requires_frames_unless_extracting():
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
