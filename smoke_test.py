@@ -17,7 +17,8 @@ when the driving video has audio, decodes to the end; plus the key's naming
 unchanged. What the worker reports about its video is never trusted.
 
 Exit code 0 only when every check of every job passed (each failed check is named); 1 when
-a check failed; 2 for a usage or configuration problem. Needs only requests, minio and
+a check failed; 2 for a usage or configuration problem; 130 when interrupted (Ctrl-C cancels
+the jobs in flight first). Needs only requests, minio and
 ffprobe/ffmpeg; generating inputs needs the repository (``localdev.media_fixtures``).
 
 Cold starts: a job counts as one when its ``delayTime`` (queue wait + worker start) is over
@@ -57,7 +58,7 @@ from urllib3.util.retry import Retry
 RUNPOD_API_BASE = "https://api.runpod.ai/v2"
 WIDTH, HEIGHT, FPS = 1280, 720, 24
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_POLL_FAILURES = 5
 CANCEL_GRACE_S = 30.0
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -151,10 +152,8 @@ class EndpointClient:
 # -- media facts, measured here -----------------------------------------------------------------
 
 
-def ffprobe(path: Path, *, count_frames: bool = False) -> dict[str, Any]:
-    command = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format"]
-    if count_frames:
-        command += ["-count_frames", "-select_streams", "v:0"]
+def ffprobe(path: Path, *options: str) -> dict[str, Any]:
+    command = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", *options]
     result = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise ValueError(f"ffprobe cannot read {path.name}: {result.stderr.strip()[:300]}")
@@ -162,20 +161,39 @@ def ffprobe(path: Path, *, count_frames: bool = False) -> dict[str, Any]:
 
 
 def expected_frames(duration_s: float) -> int:
-    """Frames of a video of ``duration_s`` conformed to 24 fps (the worker's rule)."""
-    return max(1, round(duration_s * FPS))
+    """Frames of a video stream lasting ``duration_s`` conformed to 24 fps: N = floor(D * 24 + 1/2),
+    at least 1 (the product's rule, as in worker/media.py; a 5 s clip gives 120 frames)."""
+    return max(1, math.floor(duration_s * FPS + 0.5))
+
+
+def _stream_duration(stream: dict[str, Any]) -> float:
+    if stream.get("duration"):
+        return float(stream["duration"])
+    tag = (stream.get("tags") or {}).get("DURATION")  # Matroska/WebM: "00:00:05.000000000"
+    if tag:
+        hours, minutes, seconds = str(tag).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return 0.0
 
 
 def driving_facts(path: Path) -> tuple[float, int, bool]:
-    """(duration in s, frames at 24 fps, has audio) of a driving video."""
-    probe = ffprobe(path)
-    video = next((s for s in probe["streams"] if s.get("codec_type") == "video"), None)
+    """(duration of the video stream in s, frames at 24 fps, has audio) of a driving video."""
+    probe = ffprobe(path, "-count_packets")
+    streams = probe.get("streams") or []
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+        ),
+        None,
+    )
     if video is None:
         raise ValueError(f"{path.name} has no video stream")
-    duration = float(video.get("duration") or probe.get("format", {}).get("duration") or 0.0)
+    duration = _stream_duration(video) or float((probe.get("format") or {}).get("duration") or 0.0)
     if duration <= 0:
         raise ValueError(f"{path.name} has no duration")
-    has_audio = any(s.get("codec_type") == "audio" for s in probe["streams"])
+    has_audio = any(s.get("codec_type") == "audio" and int(s.get("nb_read_packets") or 0) for s in streams)
     return duration, expected_frames(duration), has_audio
 
 
@@ -183,7 +201,7 @@ def check_video_file(record: JobRecord, path: Path, inputs: Inputs) -> None:
     """The output file against the contract, measured with ffprobe and ffmpeg."""
     try:
         probe = ffprobe(path)
-        counted = ffprobe(path, count_frames=True)
+        counted = ffprobe(path, "-count_frames", "-select_streams", "v:0")
     except (ValueError, subprocess.TimeoutExpired) as exc:
         record.check("probe", False, str(exc))
         return
@@ -355,12 +373,15 @@ class ProgressView:
         self._bar_open = False
 
     def show(self, label: str, body: dict[str, Any], elapsed_s: float) -> None:
+        """The job's state while it is queued or running (the end is said by the caller)."""
         status = str(body.get("status"))
+        if status in TERMINAL:
+            return
         progress = body.get("output") if status == "IN_PROGRESS" else None
         percent = _percent(progress)
         stage = _describe_progress(progress)
         with self.lock:
-            if self.bar and status not in TERMINAL:
+            if self.bar:
                 filled = int(self.BAR_WIDTH * (percent or 0.0) / 100.0)
                 bar = "#" * filled + "-" * (self.BAR_WIDTH - filled)
                 shown = f"{percent:5.1f}%" if percent is not None else "     "
@@ -373,7 +394,7 @@ class ProgressView:
             # Plain lines: one per change of status or stage, and per 10 % of progress.
             bucket = "" if percent is None else str(int(percent // 10))
             key = f"{status}|{stage.split(' step')[0]}|{bucket}"
-            if self._last_line.get(label) == key and status not in TERMINAL:
+            if self._last_line.get(label) == key:
                 return
             self._last_line[label] = key
             if self._bar_open:
@@ -459,8 +480,8 @@ def run_job(
     body = _wait(client, record, args, view, label, started, stop)
     _record_status(record, body)
     elapsed = time.monotonic() - started
+    view.say(f"{label}: {_status_detail(record, elapsed)}")
     if not record.check("completed", record.status == "COMPLETED", _status_detail(record, elapsed)):
-        view.say(f"{label}: {_status_detail(record, elapsed)}")
         return record
     output = body.get("output") if isinstance(body.get("output"), dict) else {}
     assert isinstance(output, dict)
@@ -734,7 +755,12 @@ def main(
         if args.report:
             _write_report(args, inputs, records, run_checks, summary, failed)
             print(f"report: {args.report}", file=out, flush=True)
+        if stop.is_set():
+            return EXIT_INTERRUPTED
         return EXIT_FAILED if failed else EXIT_PASSED
+    except KeyboardInterrupt:
+        print("smoke_test: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"smoke_test: {exc}", file=sys.stderr)
         return EXIT_USAGE

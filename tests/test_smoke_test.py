@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +19,15 @@ import pytest
 import runpod
 
 import smoke_test
+from localdev.demo import Services, start_queue_api
+from localdev.fake_comfyui import FakeComfyUI
 from localdev.queue_api import LocalQueueServer, serve_in_thread
 from tests.support.s3 import S3Bucket
+
+REPO = Path(__file__).resolve().parent.parent
+# Small generated inputs: 1 s of 320x240 video at 30 fps (conformed to 24 frames) with audio.
+SMALL_FIXTURES = ["--fixture-seconds", "1", "--fixture-fps", "30", "--fixture-width", "320"]
+SMALL_FIXTURES += ["--fixture-height", "240"]
 
 
 def run_smoke(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -97,6 +106,78 @@ def standin_server(worker: StandInWorker) -> Iterator[LocalQueueServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def real_worker(s3_env: dict[str, str], fake_comfy: FakeComfyUI, tmp_path: Path) -> Iterator[str]:
+    """handler.handler behind the local queue API, in its own process as in the demo; its URL."""
+    work_dir = tmp_path / "worker"
+    work_dir.mkdir()
+    env = {
+        **os.environ,
+        **s3_env,
+        "COMFY_URL": fake_comfy.url,
+        "COMFY_INPUT_DIR": str(fake_comfy.input_dir),
+        "COMFY_OUTPUT_DIR": str(fake_comfy.output_dir),
+        "WORKFLOW": str(REPO / "workflows" / "model_free_still.json"),
+        "WORK_DIR": str(work_dir),
+        "PROGRESS_INTERVAL_S": "0",
+    }
+    services = Services(tmp_path)
+    try:
+        yield start_queue_api(services, env)
+    finally:
+        services.stop_all()
+
+
+def test_real_worker_two_jobs_pass_every_check_with_timings(
+    real_worker: str, s3: S3Bucket, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    argv = ["--api-url", real_worker, *SMALL_FIXTURES, "--jobs", "2", "--concurrency", "2"]
+    code, text = run_smoke([*argv, "--report", str(report)], s3_env)
+    assert code == 0, text
+    assert "SMOKE TEST PASSED" in text
+    assert "IN_QUEUE" in text  # one worker: the second job waited for the first
+    written = json.loads(report.read_text())
+    assert [job["status"] for job in written["jobs"]] == ["COMPLETED", "COMPLETED"]
+    assert written["inputs"]["driving_frames"] == 24 and written["inputs"]["driving_has_audio"] is True
+    summary = written["summary"]
+    assert summary["jobs"] == 2 and summary["passed"] == 2
+    assert set(summary["delayTime_ms"]) == {"p50", "p90", "max"}
+    assert all(isinstance(job["execution_ms"], int) for job in written["jobs"])
+    assert summary["cold_starts"] == 0
+    stored = s3.keys()
+    for job in written["jobs"]:
+        assert job["output_key"] == f"outputs/smoke-user/smoke-avatar/{job['id']}.mp4"
+        assert job["output_key"] in stored
+        assert {check["name"] for check in job["checks"]} >= {"fps_24", "frame_count", "decodes_to_end"}
+
+
+def test_real_worker_failure_is_reported_with_its_error_code(
+    real_worker: str, fake_comfy: FakeComfyUI, s3: S3Bucket, s3_env: dict[str, str]
+) -> None:
+    fake_comfy.set_fault("runtime_error", exception_message="sampler exploded")
+    code, text = run_smoke(["--api-url", real_worker, *SMALL_FIXTURES], s3_env)
+    assert code == 1
+    assert check_lines(text)["completed"] == "FAIL"
+    assert "FAILED after" in text and "GENERATION_FAILED" in text and "sampler exploded" in text
+    assert not [key for key in list(s3.keys()) if key.startswith("outputs/")]
+
+
+def test_real_worker_job_past_the_timeout_is_cancelled_and_comfy_interrupted(
+    real_worker: str, fake_comfy: FakeComfyUI, s3: S3Bucket, s3_env: dict[str, str]
+) -> None:
+    fake_comfy.set_fault("hang")
+    code, text = run_smoke(["--api-url", real_worker, *SMALL_FIXTURES, "--timeout", "4"], s3_env)
+    assert code == 1
+    assert check_lines(text)["finished_within_timeout"] == "FAIL"
+    assert "cancel -> CANCELLED" in text
+    deadline = time.monotonic() + 20
+    while "execution_interrupted" not in json.dumps(fake_comfy.history()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "execution_interrupted" in json.dumps(fake_comfy.history()), "the cancel did not reach ComfyUI"
+    assert not [key for key in list(s3.keys()) if key.startswith("outputs/")]
 
 
 def test_a_correct_video_passes_every_check(

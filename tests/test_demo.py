@@ -1,0 +1,105 @@
+"""`make demo` (``python -m localdev.demo``) end to end, as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = [sys.executable, "-m", "localdev.demo"]
+CHECKS = (
+    "completed",
+    "key_naming",
+    "codec_h264",
+    "resolution_1280x720",
+    "fps_24",
+    "frame_count",
+    "audio_matches_driving",
+    "decodes_to_end",
+    "inputs_unchanged",
+)
+
+
+def fresh_machine_env() -> dict[str, str]:
+    """The environment of someone who has configured nothing."""
+    prefixes = ("MINIO_", "COMFY_", "RUNPOD_")
+    names = {"WORKFLOW", "OUTPUT_PREFIX", "WORK_DIR"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def ports_in(text: str) -> set[int]:
+    return {int(port) for port in re.findall(r"http://127\.0\.0\.1:(\d+)", text)}
+
+
+def accepts_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_runs_the_main_job_end_to_end_and_stops_everything() -> None:
+    result = subprocess.run(
+        DEMO, cwd=REPO, env=fresh_machine_env(), capture_output=True, text=True, timeout=280
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "MODEL-FREE STAND-IN" in output and "NOT Wan2.2 Animate" in output
+    for check in CHECKS:
+        assert re.search(rf"PASS\s+{check}\b", output), f"{check} not passed:\n{output}"
+    assert "SMOKE TEST PASSED" in output
+    assert re.search(r"output key: outputs/demo-user/demo-avatar/\S+\.mp4", output)
+    assert re.search(r"timings:\s+delayTime \d+ ms, executionTime \d+ ms", output)
+    assert "worker:     download" in output  # the worker's stage timings
+    assert (REPO / ".work" / "demo" / "output.mp4").stat().st_size > 0
+    ports = ports_in(output)
+    assert len(ports) == 3, output  # S3, ComfyUI stand-in, queue API
+    assert not [port for port in ports if accepts_connections(port)], "a service outlived the demo"
+
+
+def test_ctrl_c_cancels_the_job_and_stops_everything() -> None:
+    # A terminal's Ctrl-C: SIGINT to the demo's process group.
+    demo = subprocess.Popen(
+        DEMO,
+        cwd=REPO,
+        env=fresh_machine_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            comfy = re.search(r"listening at (http://127\.0\.0\.1:\d+)", line)
+            if comfy:  # the stand-in's control endpoint: the job will hang in ComfyUI until interrupted
+                reply = requests.post(f"{comfy.group(1)}/fake/fault", json={"kind": "hang"}, timeout=5)
+                assert reply.status_code == 200, reply.text
+            if "IN_PROGRESS" in line and "inference" in line:
+                break
+        os.killpg(demo.pid, signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    output = "".join(lines) + rest
+    assert demo.returncode == 130, output
+    assert "interrupted" in output
+    assert "cancel -> CANCELLED" in output, output
+    assert "demo: stopped every service it started" in output
+    time.sleep(0.5)
+    ports = ports_in(output)
+    assert len(ports) == 3, output
+    assert not [port for port in ports if accepts_connections(port)], "a service outlived the demo"
