@@ -74,7 +74,7 @@ class Settings:
             comfy_input_dir=reader.optional("COMFY_INPUT_DIR", _existing_dir, None),
             comfy_output_dir=reader.optional("COMFY_OUTPUT_DIR", _existing_dir, None),
             workflow=reader.optional("WORKFLOW", _workflow_path, DEFAULT_WORKFLOW),
-            job_timeout_s=reader.optional("JOB_TIMEOUT_S", _float_between(10, 24 * 3600), 1140.0),
+            job_timeout_s=reader.optional("JOB_TIMEOUT_S", _float_between(1, 24 * 3600), 1140.0),
             max_image_bytes=reader.optional("MAX_IMAGE_BYTES", _int_between(1024, 1 << 34), 25 * 1024**2),
             max_image_pixels=reader.optional("MAX_IMAGE_PIXELS", _int_between(4096, 1 << 31), 40_000_000),
             max_video_bytes=reader.optional("MAX_VIDEO_BYTES", _int_between(1024, 1 << 40), 1024**3),

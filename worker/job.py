@@ -22,7 +22,7 @@ from typing import Any
 from worker.comfy_client import ComfyClient, Progress
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
-from worker.logs import log_event
+from worker.logs import job_context, log_event
 from worker.media import (
     DrivingVideo,
     VideoInfo,
@@ -134,6 +134,12 @@ class JobRunner:
     ) -> dict[str, Any]:
         """The job's result dict, or an error dict with a stable ``error_code``."""
         cancel = cancel or threading.Event()
+        with job_context(job_id):
+            return self._run(job_id, raw_input, progress_sink, cancel)
+
+    def _run(
+        self, job_id: str, raw_input: Any, progress_sink: ProgressSink, cancel: threading.Event
+    ) -> dict[str, Any]:
         log_event("job_started", job_id, workflow=self.workflow.name)
         try:
             result = _Job(

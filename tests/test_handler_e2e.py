@@ -1,0 +1,477 @@
+"""End to end through ``handler.handler(job)``: a moto S3 server, the fake ComfyUI speaking
+ComfyUI 0.33.0's protocol and running the model-free workflow with ffmpeg, and real media.
+
+Nothing of the worker is mocked; only RunPod's ``progress_update`` (which would post to
+RunPod) is replaced by a recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import runpod
+
+import handler
+from localdev.fake_comfyui import FakeComfyUI
+from localdev.media_fixtures import (
+    make_avatar_image,
+    make_corrupt_image,
+    make_driving_video,
+    make_truncated_mp4,
+)
+
+AVATAR_KEY = "inputs/avatar.png"
+VIDEO_KEY = "inputs/talk.mp4"
+SILENT_VIDEO_KEY = "inputs/silent.mp4"
+
+
+@dataclass(frozen=True)
+class Media:
+    avatar: Path
+    video: Path  # 2 s, 320x180 at 30 fps with audio -> 48 frames at 24 fps
+    silent_video: Path  # 1 s, 320x180 at 24 fps, no audio -> 24 frames
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
+    folder = tmp_path_factory.mktemp("e2e-media")
+    return Media(
+        avatar=make_avatar_image(folder / "avatar.png", width=300, height=400),
+        video=make_driving_video(folder / "talk.mp4", seconds=2, fps=30, width=320, height=180),
+        silent_video=make_driving_video(
+            folder / "silent.mp4", seconds=1, fps=24, width=320, height=180, audio=False
+        ),
+    )
+
+
+@dataclass
+class Stack:
+    s3: Any
+    comfy: FakeComfyUI
+    progress: list[dict[str, Any]]
+    env: dict[str, str]
+    set_env: Callable[..., None]
+
+    def run(self, job_input: dict[str, Any], job_id: str = "job-1") -> dict[str, Any]:
+        return asyncio.run(handler.handler({"id": job_id, "input": job_input}))
+
+    def outputs(self) -> list[str]:
+        """Every key the worker may have written (tests put their inputs under inputs/)."""
+        written = self.s3.keys()  # the fixture lists every key of the test bucket
+        return sorted(key for key in written if not key.startswith("inputs/"))
+
+
+@pytest.fixture
+def stack(
+    s3: Any,
+    s3_env: dict[str, str],
+    fake_comfy: FakeComfyUI,
+    media: Media,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Stack]:
+    s3.put(AVATAR_KEY, media.avatar)
+    s3.put(VIDEO_KEY, media.video)
+    s3.put(SILENT_VIDEO_KEY, media.silent_video)
+    progress: list[dict[str, Any]] = []
+    monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, payload: progress.append(payload))
+    env = {
+        **s3_env,
+        "COMFY_URL": fake_comfy.url,
+        "COMFY_INPUT_DIR": str(fake_comfy.input_dir),
+        "COMFY_OUTPUT_DIR": str(fake_comfy.output_dir),
+        "WORKFLOW": "workflows/model_free_still.json",
+        "WORK_DIR": str(tmp_path / "work"),
+        "PROGRESS_INTERVAL_S": "0",
+    }
+
+    def set_env(**overrides: str) -> None:
+        for name, value in {**env, **overrides}.items():
+            monkeypatch.setenv(name, value)
+        handler._runner = None  # the worker reads its settings once: rebuild it
+
+    set_env()
+    before = s3.snapshot()
+    yield Stack(s3=s3, comfy=fake_comfy, progress=progress, env=env, set_env=set_env)
+    handler._runner = None
+    after = s3.snapshot()
+    for key in (AVATAR_KEY, VIDEO_KEY, SILENT_VIDEO_KEY):
+        assert after[key] == before[key], f"input {key} was modified"
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def fetch_output(stack: Stack, key: str, tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / "fetched.mp4"
+    path.write_bytes(stack.s3.get_bytes(key))
+    probe = ffprobe(path)
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    audio = [s for s in probe["streams"] if s["codec_type"] == "audio"]
+    return {
+        "codec": video["codec_name"],
+        "pix_fmt": video["pix_fmt"],
+        "size": (video["width"], video["height"]),
+        "fps": video["avg_frame_rate"],
+        "frames": int(video["nb_read_packets"]),
+        "has_audio": bool(audio),
+    }
+
+
+def assert_failed(result: dict[str, Any], code: str, stack: Stack) -> None:
+    assert result.get("error_code") == code, result
+    assert isinstance(result["error"], str) and result["error"]
+    assert isinstance(result["details"], dict)
+    assert stack.outputs() == [], "a failed job must write nothing to MinIO"
+
+
+# -- happy paths ---------------------------------------------------------------------------
+
+
+def test_happy_path_with_audio(stack: Stack, tmp_path: Path) -> None:
+    result = stack.run(
+        {
+            "input_image_minio_path": AVATAR_KEY,
+            "driving_video_path": VIDEO_KEY,
+            "user_id": "u1",
+            "avatar_id": "a1",
+        }
+    )
+    assert "error" not in result, result
+    assert result["minio_key"] == "outputs/u1/a1/job-1.mp4"
+    assert result["video"] == {
+        "width": 1280,
+        "height": 720,
+        "fps": 24.0,
+        "frames": 48,
+        "duration_s": 2.0,
+        "has_audio": True,
+        "size_bytes": result["video"]["size_bytes"],
+    }
+    assert set(result["timings_s"]) == {
+        "download",
+        "prepare",
+        "queue",
+        "inference",
+        "postprocess",
+        "upload",
+        "total",
+    }
+    assert result["workflow"]["name"] == "model_free_still"
+    assert len(result["workflow"]["sha256"]) == 64
+    assert result["reused"] is False
+    assert "presigned_url" not in result
+
+    # The object in MinIO is what was promised, checked independently of the worker.
+    fetched = fetch_output(stack, result["minio_key"], tmp_path)
+    assert fetched == {
+        "codec": "h264",
+        "pix_fmt": "yuv420p",
+        "size": (1280, 720),
+        "fps": "24/1",
+        "frames": 48,
+        "has_audio": True,
+    }
+    info = stack.s3.storage.stat(result["minio_key"])
+    assert info.content_type == "video/mp4"
+    assert info.size == result["video"]["size_bytes"]
+
+    # Progress went through every stage, in order, and ended at the upload.
+    stages = [p["stage"] for p in stack.progress]
+    order = ["download", "prepare", "queue", "inference", "postprocess", "upload"]
+    seen = [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s]
+    assert [s for s in order if s in seen] == order
+    assert seen == sorted(seen, key=order.index)
+    percents = [p["percent"] for p in stack.progress]
+    assert percents == sorted(percents)
+
+    # ComfyUI's copies of this job's inputs and outputs are gone.
+    assert [p for p in stack.comfy.input_dir.rglob("*") if p.is_file()] == []
+    assert [p for p in stack.comfy.output_dir.rglob("*") if p.is_file()] == []
+
+
+def test_happy_path_without_audio_and_presigned_url(stack: Stack, tmp_path: Path) -> None:
+    result = stack.run(
+        {
+            "input_image_minio_path": AVATAR_KEY,
+            "driving_video_path": SILENT_VIDEO_KEY,
+            "return_presigned_url": True,
+        }
+    )
+    assert "error" not in result, result
+    assert result["minio_key"] == "outputs/job-1.mp4"
+    assert result["video"]["frames"] == 24
+    assert result["video"]["has_audio"] is False
+    fetched = fetch_output(stack, result["minio_key"], tmp_path)
+    assert fetched["has_audio"] is False
+    assert fetched["frames"] == 24
+    response = requests.get(result["presigned_url"], timeout=10)
+    assert response.status_code == 200
+    assert response.content == stack.s3.get_bytes(result["minio_key"])
+
+
+def test_default_driving_video(stack: Stack) -> None:
+    stack.set_env(DEFAULT_DRIVING_VIDEO_PATH=SILENT_VIDEO_KEY)
+    result = stack.run({"input_image_minio_path": AVATAR_KEY})
+    assert "error" not in result, result
+    assert result["video"]["frames"] == 24
+
+
+def test_hd_30fps_driving_video_is_conformed_to_120_frames(stack: Stack, tmp_path: Path) -> None:
+    source = make_driving_video(tmp_path / "hd.mp4", seconds=5, fps=30, width=1920, height=1080)
+    stack.s3.put("inputs/hd.mp4", source)
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": "inputs/hd.mp4"})
+    assert "error" not in result, result
+    fetched = fetch_output(stack, result["minio_key"], tmp_path)
+    assert fetched["frames"] == 120
+    assert fetched["size"] == (1280, 720)
+    assert fetched["fps"] == "24/1"
+    assert fetched["has_audio"] is True
+
+
+def test_job_delivered_twice_is_not_generated_again(stack: Stack) -> None:
+    job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
+    first = stack.run(job, job_id="twice")
+    assert "error" not in first, first
+    prompts_after_first = len(stack.comfy.history())
+    stored = stack.s3.get_bytes(first["minio_key"])
+
+    second = stack.run(job, job_id="twice")
+    assert "error" not in second, second
+    assert second["reused"] is True
+    assert second["minio_key"] == first["minio_key"]
+    assert second["video"] == first["video"]
+    assert len(stack.comfy.history()) == prompts_after_first  # nothing was submitted
+    assert stack.s3.get_bytes(first["minio_key"]) == stored
+
+
+def test_an_invalid_existing_output_is_regenerated(stack: Stack) -> None:
+    job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
+    stack.s3.put("outputs/again.mp4", b"not a video", metadata={"frames": "24", "has-audio": "0"})
+    result = stack.run(job, job_id="again")
+    assert "error" not in result, result
+    assert result["reused"] is False
+    assert stack.s3.get_bytes("outputs/again.mp4") != b"not a video"
+
+
+def test_sampler_progress_reaches_status(stack: Stack) -> None:
+    stack.comfy.set_fault("progress", node="6", steps=4)
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert "error" not in result, result
+    steps = [p for p in stack.progress if p.get("steps") == 4]
+    assert steps, stack.progress
+    assert all(p["stage"] == "inference" and 10 <= p["percent"] <= 94 for p in steps)
+
+
+def test_dropped_socket_mid_run_still_completes(stack: Stack) -> None:
+    stack.comfy.set_fault("drop_socket")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert "error" not in result, result
+    assert result["video"]["frames"] == 24
+
+
+def test_cached_rerun_without_a_file_is_recovered(stack: Stack) -> None:
+    first = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}, "c1")
+    assert "error" not in first, first
+    stack.comfy.set_fault("cached_rerun")
+    second = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}, "c2")
+    assert "error" not in second, second
+    assert second["minio_key"] == "outputs/c2.mp4"
+    assert second["video"]["frames"] == 24
+
+
+# -- every error code ----------------------------------------------------------------------
+
+
+def test_invalid_input_unknown_field(stack: Stack) -> None:
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_key": VIDEO_KEY})
+    assert_failed(result, "INVALID_INPUT", stack)
+    assert "driving_video_key" in result["error"]
+
+
+@pytest.mark.parametrize("key", ["../inputs/avatar.png", "/inputs/avatar.png"])
+def test_unsafe_keys_are_refused(stack: Stack, key: str) -> None:
+    result = stack.run({"input_image_minio_path": key, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "INVALID_INPUT", stack)
+
+
+def test_input_not_found(stack: Stack) -> None:
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": "inputs/missing.mp4"})
+    assert_failed(result, "INPUT_NOT_FOUND", stack)
+    assert "inputs/missing.mp4" in result["error"]
+
+
+def test_input_too_long(stack: Stack) -> None:
+    stack.set_env(MAX_VIDEO_DURATION_S="1.5")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "INPUT_TOO_LARGE", stack)
+
+
+def test_input_too_large_in_bytes(stack: Stack) -> None:
+    stack.set_env(MAX_VIDEO_BYTES="2048")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "INPUT_TOO_LARGE", stack)
+
+
+def test_corrupt_image(stack: Stack, tmp_path: Path) -> None:
+    stack.s3.put("inputs/corrupt.png", make_corrupt_image(tmp_path / "corrupt.png"))
+    result = stack.run({"input_image_minio_path": "inputs/corrupt.png", "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "INVALID_MEDIA", stack)
+
+
+def test_truncated_mp4(stack: Stack, media: Media, tmp_path: Path) -> None:
+    stack.s3.put("inputs/truncated.mp4", make_truncated_mp4(tmp_path / "truncated.mp4", source=media.video))
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": "inputs/truncated.mp4"})
+    assert_failed(result, "INVALID_MEDIA", stack)
+
+
+def test_url_at_loopback_is_refused(stack: Stack) -> None:
+    # The fake ComfyUI listens on 127.0.0.1 and serves files: a URL input must not reach it.
+    result = stack.run(
+        {"input_image_url": f"{stack.comfy.url}/system_stats?x=1", "driving_video_path": VIDEO_KEY}
+    )
+    assert_failed(result, "URL_NOT_ALLOWED", stack)
+    assert "127.0.0.1" in result["error"] or "loopback" in result["error"]
+
+
+def test_url_input_when_private_urls_are_allowed(stack: Stack, media: Media) -> None:
+    # Development setting: the same loopback URL is fetched (the avatar served by ComfyUI's /view).
+    stack.set_env(ALLOW_PRIVATE_URLS="1")
+    (stack.comfy.output_dir / "avatar.png").write_bytes(media.avatar.read_bytes())
+    url = f"{stack.comfy.url}/view?filename=avatar.png&type=output"
+    result = stack.run({"input_image_url": url, "driving_video_path": SILENT_VIDEO_KEY})
+    assert "error" not in result, result
+
+
+def test_comfy_unavailable_refreshes_the_worker(stack: Stack) -> None:
+    stack.comfy.stop()
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert_failed(result, "COMFY_UNAVAILABLE", stack)
+    assert result["refresh_worker"] is True
+
+
+def test_workflow_rejected_by_comfy(stack: Stack) -> None:
+    stack.comfy.set_fault("reject")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert_failed(result, "WORKFLOW_INVALID", stack)
+    assert result["details"]["node_errors"]
+
+
+def test_generation_failed(stack: Stack) -> None:
+    stack.comfy.set_fault("runtime_error", node="4", exception_type="RuntimeError", exception_message="boom")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert_failed(result, "GENERATION_FAILED", stack)
+    assert result["details"]["node_id"] == "4"
+    assert "boom" in result["error"] or "boom" in json.dumps(result["details"])
+    assert "refresh_worker" not in result
+
+
+def test_gpu_out_of_memory_refreshes_the_worker(stack: Stack) -> None:
+    stack.comfy.set_fault("oom")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert_failed(result, "GENERATION_FAILED", stack)
+    assert result["refresh_worker"] is True
+
+
+def test_timeout_interrupts_comfy(stack: Stack) -> None:
+    stack.set_env(JOB_TIMEOUT_S="3")
+    stack.comfy.set_fault("hang", node="6")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert_failed(result, "TIMEOUT", stack)
+    assert stack.comfy.queue_ids() == ([], [])
+
+
+def test_cancellation_reaches_comfy(stack: Stack) -> None:
+    stack.comfy.set_fault("hang", node="6")
+
+    async def run_and_cancel() -> None:
+        task = asyncio.create_task(
+            handler.handler(
+                {
+                    "id": "cancel-me",
+                    "input": {"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY},
+                }
+            )
+        )
+        for _ in range(300):
+            if any(p["stage"] == "inference" for p in stack.progress):
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_and_cancel())
+    # The worker thread interrupts ComfyUI on its own, within about a second.
+    for _ in range(100):
+        if stack.comfy.queue_ids() == ([], []):
+            break
+        threading.Event().wait(0.1)
+    assert stack.comfy.queue_ids() == ([], [])
+    assert stack.outputs() == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "problem"),
+    [
+        ("wrong_fps", {"fps": 16}, "frame rate is 16"),
+        ("wrong_size", {"width": 640, "height": 360}, "640x360"),
+        ("wrong_frames", {"frames": 20}, "frames"),
+    ],
+)
+def test_output_invalid_is_never_uploaded(
+    stack: Stack, fault: str, params: dict[str, Any], problem: str
+) -> None:
+    stack.comfy.set_fault(fault, **params)
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "OUTPUT_INVALID", stack)
+    assert problem in json.dumps(result["details"]) + result["error"]
+
+
+def test_audio_lost_by_comfy_is_restored_from_the_driving_video(stack: Stack, tmp_path: Path) -> None:
+    stack.comfy.set_fault("drop_audio")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert "error" not in result, result
+    assert fetch_output(stack, result["minio_key"], tmp_path)["has_audio"] is True
+
+
+def test_storage_error_when_access_is_denied(stack: Stack, s3_proxy: Any) -> None:
+    stack.set_env(MINIO_ENDPOINT=s3_proxy.endpoint)
+    s3_proxy.deny("AccessDenied")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "STORAGE_ERROR", stack)
+    assert stack.env["MINIO_SECRET_KEY"] not in json.dumps(result)
+
+
+def test_config_invalid(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MINIO_BUCKET")
+    handler._runner = None
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "CONFIG_INVALID", stack)
+    assert "MINIO_BUCKET" in result["error"]
