@@ -50,8 +50,9 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -525,7 +526,6 @@ def _wait(
     interval = args.poll_initial_s
     failures = 0
     last: dict[str, Any] = {"id": record.id, "status": "UNKNOWN"}
-    last_seen: tuple[Any, ...] = ()
     while True:
         try:
             last = client.status(record.id)
@@ -546,10 +546,8 @@ def _wait(
             reason = "interrupted" if stop.is_set() else f"not finished after --timeout {args.timeout:g} s"
             record.check("finished_within_timeout", False, f"{reason}; cancelled")
             return _cancel(client, record, view, label, last)
-        seen = (last.get("status"), json.dumps(last.get("output"), sort_keys=True, default=str))
-        interval = args.poll_initial_s if seen != last_seen else min(interval * 1.5, args.poll_max_s)
-        last_seen = seen
         stop.wait(min(interval, max(0.05, args.timeout - elapsed)))
+        interval = min(interval * 1.5, args.poll_max_s)
 
 
 def _cancel(
@@ -763,6 +761,9 @@ def main(
         return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"smoke_test: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (MinioException, urllib3.exceptions.HTTPError) as exc:
+        print(f"smoke_test: MinIO at {env.get('MINIO_ENDPOINT')}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         if args.cleanup and bucket is not None:

@@ -215,10 +215,13 @@ def start_comfy(services: Services, env: dict[str, str], work_dir: Path) -> tupl
             for name in ("COMFY_URL", "COMFY_INPUT_DIR", "COMFY_OUTPUT_DIR", "WORKFLOW")
             if os.environ.get(name, "").strip()
         }
-        wait_until_answering(f"{comfy_url.rstrip('/')}/system_stats", None, timeout_s=10)
+        version, device = describe_comfy(comfy_url)
         workflow = comfy_env.get("WORKFLOW", "the default (WORKFLOW unset)")
-        say(f"ComfyUI: your ComfyUI at {comfy_url} (COMFY_URL), workflow {workflow}")
-        return comfy_env, False
+        say(f"ComfyUI: your ComfyUI {version} at {comfy_url} (COMFY_URL) on {device}, workflow {workflow}")
+        stand_in = version.endswith("-fake")
+        if stand_in:
+            say(STAND_IN_NOTICE)
+        return comfy_env, stand_in
     port = free_port()
     input_dir, output_dir = work_dir / "comfy" / "input", work_dir / "comfy" / "output"
     for folder in (input_dir, output_dir):
@@ -235,6 +238,18 @@ def start_comfy(services: Services, env: dict[str, str], work_dir: Path) -> tupl
         "COMFY_OUTPUT_DIR": str(output_dir),
         "WORKFLOW": str(MODEL_FREE_WORKFLOW),
     }, True
+
+
+def describe_comfy(comfy_url: str) -> tuple[str, str]:
+    """(ComfyUI version, first device) from ``/system_stats``, which answers once it is ready."""
+    stats_url = f"{comfy_url.rstrip('/')}/system_stats"
+    wait_until_answering(stats_url, None, timeout_s=10)
+    try:
+        stats = requests.get(stats_url, timeout=5).json()
+        devices = stats.get("devices") or [{}]
+        return str(stats["system"]["comfyui_version"]), str(devices[0].get("name", "an unknown device"))
+    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+        raise DemoError(f"{stats_url} does not answer like ComfyUI's /system_stats") from None
 
 
 def start_queue_api(services: Services, env: dict[str, str]) -> str:
@@ -348,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             code = run_smoke_test(api_url, {**env, **minio_env}, REPORT_PATH, args)
             print_summary(REPORT_PATH, minio_env, stand_in)
             save_output(REPORT_PATH, minio_env)
+            if os.environ.get("MINIO_ENDPOINT", "").strip():
+                say("note:       the inputs (smoke-inputs/) and the output stay in your bucket")
     except DemoError as exc:
         say(f"\ndemo: {exc}")
     except KeyboardInterrupt:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import requests
 
+from localdev.fake_comfyui import FakeComfyUI
+from tests.support.s3 import S3Bucket
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO = [sys.executable, "-m", "localdev.demo"]
 CHECKS = (
@@ -103,3 +106,32 @@ def test_ctrl_c_cancels_the_job_and_stops_everything() -> None:
     ports = ports_in(output)
     assert len(ports) == 3, output
     assert not [port for port in ports if accepts_connections(port)], "a service outlived the demo"
+
+
+def test_demo_uses_the_services_it_is_given_and_leaves_them_running(
+    s3: S3Bucket, s3_env: dict[str, str], fake_comfy: FakeComfyUI
+) -> None:
+    env = {
+        **fresh_machine_env(),
+        **s3_env,
+        "COMFY_URL": fake_comfy.url,
+        "COMFY_INPUT_DIR": str(fake_comfy.input_dir),
+        "COMFY_OUTPUT_DIR": str(fake_comfy.output_dir),
+        "WORKFLOW": str(REPO / "workflows" / "model_free_still.json"),
+    }
+    result = subprocess.run(
+        [*DEMO, "--fixture-seconds", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=280
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"your MinIO at {s3.endpoint} (MINIO_ENDPOINT), bucket {s3.bucket}" in output
+    assert f"your ComfyUI 0.33.0-fake at {fake_comfy.url}" in output
+    assert "MODEL-FREE STAND-IN" in output  # recognised from its /system_stats, so still labelled
+    key = re.search(r"output key: (\S+)", output)
+    stored = s3.keys()
+    assert key is not None and key.group(1) in stored
+    given = {int(s3.endpoint.rsplit(":", 1)[1]), int(fake_comfy.url.rsplit(":", 1)[1])}
+    started = ports_in(output) - given
+    assert len(started) == 1, output  # the queue API only
+    assert not [port for port in started if accepts_connections(port)]
+    assert all(accepts_connections(port) for port in given), "the demo stopped a service it did not start"

@@ -243,3 +243,29 @@ def test_percentiles_and_cold_starts() -> None:
     assert summary["delayTime_ms"] == {"p50": 300.0, "p90": 15_000.0, "max": 15_000.0}
     assert summary["executionTime_ms"] == {"p50": 1000.0, "p90": 1200.0, "max": 1200.0}
     assert summary["cold_starts"] == 1
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal() -> None:
+    out = Terminal()
+    view = smoke_test.ProgressView(out, bar=True, lock=threading.Lock())
+    progress = {"stage": "inference", "percent": 50.0, "step": 3, "steps": 6}
+    view.show("job 1", {"status": "IN_PROGRESS", "output": progress}, 12.0)
+    view.show("job 1", {"status": "IN_PROGRESS", "output": {**progress, "percent": 60.0}}, 14.0)
+    view.say("job 1: COMPLETED after 20.0 s")
+    frames = out.getvalue().split("\r")
+    assert frames[1].startswith("job 1 [" + "#" * 15 + "-" * 15 + "]  50.0% IN_PROGRESS inference step 3/6")
+    assert frames[2].startswith("job 1 [" + "#" * 18 + "-" * 12 + "]  60.0%")
+    assert frames[2].endswith("\njob 1: COMPLETED after 20.0 s\n")  # the bar's line is closed first
+
+
+def test_endpoint_id_targets_runpod_and_needs_an_api_key() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        smoke_test.parse_args(["--endpoint-id", "abc123"], {})
+    assert exit_info.value.code == 2
+    args = smoke_test.parse_args(["--endpoint-id", "abc123"], {"RUNPOD_API_KEY": "k"})
+    assert args.api_url == "https://api.runpod.ai/v2/abc123" and args.api_key == "k"
