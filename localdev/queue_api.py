@@ -64,6 +64,7 @@ from typing import Any
 from aiohttp import web
 from runpod.serverless.modules import rp_http
 from runpod.serverless.modules.rp_job import run_job
+from runpod.serverless.modules.rp_logger import RunPodLogger
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 
@@ -538,6 +539,9 @@ def main(argv: list[str] | None = None) -> None:
         "--retention-s", type=float, default=DEFAULT_RETENTION_S, help="how long finished jobs are kept"
     )
     args = parser.parse_args(argv)
+    if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
+        # The SDK defaults to DEBUG, which prints every handler output whole (presigned URLs too).
+        RunPodLogger().set_level("INFO")
     sys.path.insert(0, os.getcwd())  # so that the default 'handler:handler' is found from the repo root
     asyncio.run(_serve_until_stopped(args))
 
