@@ -1,0 +1,700 @@
+"""The media the worker reads and writes: the avatar image, the driving video, the output.
+
+- ``prepare_avatar``: PNG, JPEG or WebP in, an upright sRGB RGB PNG out. The pixel limit is
+  checked from the header before any pixel is decoded; the whole image is then decoded so a
+  truncated or corrupt file fails here, not inside ComfyUI. Transparent pixels are flattened
+  onto **white** (a cut-out portrait on white, as every viewer shows it; converting to RGB
+  instead would expose whatever colour the transparent pixels happen to hold, often black).
+- ``conform_driving_video``: any video ffmpeg reads in, exactly ``width``x``height`` (scale to
+  cover, centre crop, square pixels), exactly ``fps``/1 constant frame rate, H.264 yuv420p,
+  the audio (if any) as 48 kHz stereo AAC lasting exactly as long as the video.
+- ``finalize_output``: the generated video cut to the driving video's frame count, the driving
+  audio muxed in, ``+faststart``; ``validate_output`` checks a finished file and lists every problem.
+
+Frame count rule (conform): N = floor(D * fps + 1/2), at least 1, where D is the duration of the
+source's video stream (first frame to the end of the last one). The ``fps`` filter shows at each
+output tick k/fps the source frame on screen at that moment (no interpolation: frames are dropped
+or repeated); ticks k = 0 .. N-1 are kept. Whether ffmpeg's ``fps`` filter emits the last tick at
+the end of the stream differs between versions, so the last frame is repeated (at most
+``_END_PAD_FRAMES`` times) when it falls short and the stream is cut at N: N is known before
+encoding and exact. A 5 s clip at any frame rate gives 120 frames at 24 fps; 10.01 s gives 240.
+
+All files are written under a temporary name next to the destination and renamed into place
+only once complete and checked: a failure never leaves a half-written destination. Inputs are
+only read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from worker.errors import ErrorCode, WorkerError
+from worker.logs import log_event
+
+# Pillow format name -> the name users know.
+IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+AUDIO_RATE = 48_000
+# The driving video is an intermediate read once by ComfyUI: speed first, at a quality that
+# leaves no visible artefacts. The final output is re-encoded only when it must be (see
+# finalize_output), and then for quality: the file is what the user gets.
+DRIVING_PRESET, DRIVING_CRF = "superfast", 17
+OUTPUT_PRESET, OUTPUT_CRF = "fast", 16
+AUDIO_BITRATE = "192k"
+PROBE_TIMEOUT_S = 120.0
+FFMPEG_TIMEOUT_S = 1800.0
+_END_PAD_FRAMES = 3
+# The output's audio may end this much before or after its video (AAC works in 1024-sample frames).
+AUDIO_SYNC_TOLERANCE_S = 0.1
+_STILL_IMAGE_FORMATS = re.compile(r"^(image2|.*_pipe)$")
+
+
+# -- the avatar image ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AvatarImage:
+    path: Path
+    width: int
+    height: int
+    source_format: str  # "PNG", "JPEG" or "WebP"
+
+
+def prepare_avatar(src: Path, dest: Path, *, max_pixels: int, min_side: int = 64) -> AvatarImage:
+    """Decode, check and normalise the avatar image into an RGB PNG at ``dest``.
+
+    Animated WebP/PNG: the first frame is used. EXIF orientation is applied; an embedded ICC
+    profile is converted to sRGB (an unusable profile is ignored); 16-bit greyscale is scaled
+    to 8 bits.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning: our limit (checked below) is the one that applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(src)
+    except Image.DecompressionBombError as exc:
+        raise WorkerError(
+            ErrorCode.INPUT_TOO_LARGE,
+            f"the image is too large to decode safely ({exc}); the limit is {max_pixels:,} pixels",
+            details={"max_pixels": max_pixels},
+        ) from exc
+    except UnidentifiedImageError as exc:
+        kind = _sniff_unsupported(src)
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"the image is {kind or 'not in a format we recognise'}: upload a PNG, JPEG or WebP file",
+            details={"format": kind} if kind else None,
+        ) from exc
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a header Pillow recognises but cannot parse (cut short, corrupt)
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"the image cannot be decoded ({exc}): the file is truncated or corrupt; "
+            "re-export it and upload it again",
+        ) from exc
+    with image:
+        fmt = IMAGE_FORMATS.get(image.format or "")
+        if fmt is None:
+            raise WorkerError(
+                ErrorCode.INVALID_MEDIA,
+                f"the image is a {image.format} file; only PNG, JPEG and WebP are accepted",
+                details={"format": image.format},
+            )
+        width, height = image.size
+        if width * height > max_pixels:
+            raise WorkerError(
+                ErrorCode.INPUT_TOO_LARGE,
+                f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
+                f"the limit is {max_pixels / 1e6:.1f} megapixels: downscale it",
+                details={"width": width, "height": height, "max_pixels": max_pixels},
+            )
+        if min(width, height) < min_side:
+            raise WorkerError(
+                ErrorCode.INVALID_MEDIA,
+                f"the image is only {width}x{height}; each side must be at least {min_side} px",
+                details={"width": width, "height": height, "min_side": min_side},
+            )
+        try:
+            image.load()
+        except Exception as exc:  # Pillow's decoders fail with OSError, SyntaxError, ValueError...
+            raise WorkerError(
+                ErrorCode.INVALID_MEDIA,
+                f"the {fmt} image cannot be decoded ({exc}): the file is truncated or corrupt; "
+                "re-export it and upload it again",
+                details={"format": fmt},
+            ) from exc
+        rgb = _to_rgb(_to_srgb(ImageOps.exif_transpose(image)))
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(dest) as partial:
+        rgb.save(partial, format="PNG", compress_level=1)
+    return AvatarImage(path=dest, width=rgb.width, height=rgb.height, source_format=fmt)
+
+
+def _sniff_unsupported(src: Path) -> str | None:
+    """Names the usual suspects Pillow does not open: iPhone photos, videos, PDFs, SVGs."""
+    with src.open("rb") as file:
+        head = file.read(64)
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
+            return "a HEIC/HEIF photo (convert it to JPEG)"
+        return "a video (MP4/MOV), not an image"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if b"<svg" in head or head.lstrip().startswith(b"<?xml"):
+        return "an SVG drawing (export it as PNG)"
+    return None
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        output_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(
+            image, source, ImageCms.createProfile("sRGB"), outputMode=output_mode
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log_event("icc_profile_ignored", level="warning", error=str(exc))
+        return image
+    return converted if converted is not None else image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale PNG
+        image = image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+# -- probing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # as displayed: rotation metadata applied
+    height: int
+    fps: Fraction  # average frame rate
+    frames: int  # packets of the video stream: frames, for MP4/MOV/MKV/WebM
+    duration_s: float  # of the video stream
+    video_codec: str
+    pix_fmt: str
+    has_audio: bool
+    audio_codec: str | None
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """VideoInfo plus what conforming and validating need."""
+
+    info: VideoInfo
+    format_name: str
+    video_index: int
+    audio_index: int | None
+    r_frame_rate: Fraction
+    header_frames: int | None  # the container's claim (MP4 sample table), if any
+    rotation: int
+    sample_aspect: Fraction
+    coded_size: tuple[int, int]
+    video_start_s: float
+    audio_start_s: float | None
+    audio_duration_s: float | None
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """ffprobe facts about a video; frames counted exactly by reading every packet (no decoding).
+
+    Raises INVALID_MEDIA when the file cannot be read or holds no video stream."""
+    return _probe(path, what="the video", code=ErrorCode.INVALID_MEDIA).info
+
+
+def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
+    data = _ffprobe_json(["-count_packets", "-show_streams", "-show_format"], path, what=what, code=code)
+    streams: list[dict[str, Any]] = data.get("streams") or []
+    fmt: dict[str, Any] = data.get("format") or {}
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+        ),
+        None,
+    )
+    if video is None:
+        raise WorkerError(code, f"{what} has no video stream (an audio file?): upload a video file")
+    audio = next(
+        (s for s in streams if s.get("codec_type") == "audio" and _int(s.get("nb_read_packets"))),
+        None,
+    )
+    frames = _int(video.get("nb_read_packets")) or 0
+    header_frames = _int(video.get("nb_frames"))
+    if frames == 0:
+        raise WorkerError(code, f"{what} has a video stream without any frame: upload a complete video")
+
+    rotation = _rotation(video)
+    coded = (int(video.get("width") or 0), int(video.get("height") or 0))
+    width, height = (coded[1], coded[0]) if rotation % 180 == 90 else coded
+    avg_rate = _fraction(video.get("avg_frame_rate"))
+    r_rate = _fraction(video.get("r_frame_rate"))
+    fps = avg_rate or r_rate
+    duration = (
+        _float(video.get("duration"))
+        or _tag_duration(video)
+        or _float(fmt.get("duration"))
+        or (frames / fps if fps else 0.0)
+    )
+    info = VideoInfo(
+        width=width,
+        height=height,
+        fps=fps,
+        frames=frames,
+        duration_s=duration,
+        video_codec=str(video.get("codec_name") or "unknown"),
+        pix_fmt=str(video.get("pix_fmt") or "unknown"),
+        has_audio=audio is not None,
+        audio_codec=str(audio.get("codec_name") or "unknown") if audio is not None else None,
+        size_bytes=path.stat().st_size,
+    )
+    return _Probe(
+        info=info,
+        format_name=str(fmt.get("format_name") or ""),
+        video_index=int(video["index"]),
+        audio_index=int(audio["index"]) if audio is not None else None,
+        r_frame_rate=r_rate,
+        header_frames=header_frames,
+        rotation=rotation,
+        sample_aspect=_fraction(video.get("sample_aspect_ratio"), sep=":") or Fraction(1),
+        coded_size=coded,
+        video_start_s=_float(video.get("start_time")) or 0.0,
+        audio_start_s=(_float(audio.get("start_time")) or 0.0) if audio is not None else None,
+        audio_duration_s=(_float(audio.get("duration")) or _tag_duration(audio))
+        if audio is not None
+        else None,
+    )
+
+
+def _ffprobe_json(options: Sequence[str], path: Path, *, what: str, code: ErrorCode) -> dict[str, Any]:
+    args = ["ffprobe", "-v", "error", *options, "-of", "json", str(path)]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise WorkerError(code, f"reading {what} took longer than {PROBE_TIMEOUT_S:g} s") from exc
+    if proc.returncode != 0:
+        reason = _ffmpeg_reason(proc.stderr, [path])
+        raise WorkerError(
+            code,
+            f"{what} cannot be read ({reason}): the file is truncated, damaged or not a video; "
+            "upload a complete MP4, MOV, MKV or WebM file",
+            details={"reason": reason},
+        )
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise WorkerError(code, f"{what} cannot be read (ffprobe gave no usable answer)") from exc
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    for side_data in stream.get("side_data_list") or []:
+        if "rotation" in side_data:
+            return round(float(side_data["rotation"])) % 360
+    return round(_float((stream.get("tags") or {}).get("rotate")) or 0) % 360
+
+
+def _fraction(text: Any, sep: str = "/") -> Fraction:
+    """A rate or ratio such as "30000/1001" or "4:3"; zero when absent or undefined ("0/0")."""
+    try:
+        num, _, den = str(text).partition(sep)
+        return Fraction(int(num), int(den or 1))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(0)
+
+
+def _float(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _tag_duration(stream: dict[str, Any]) -> float | None:
+    """Matroska/WebM keep a stream's duration in a tag, "00:00:05.000000000"."""
+    text = (stream.get("tags") or {}).get("DURATION")
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = str(text).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+# -- the driving video ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrivingVideo:
+    path: Path
+    frames: int  # N: the output must have exactly these many frames
+    has_audio: bool
+    source: VideoInfo  # the uploaded file
+    info: VideoInfo  # the conformed file at ``path``
+
+
+def conformed_frame_count(duration_s: float, fps: int) -> int:
+    """N for a video stream lasting ``duration_s``: see the module docstring."""
+    return max(1, math.floor(duration_s * fps + 0.5))
+
+
+def conform_driving_video(
+    src: Path,
+    dest: Path,
+    *,
+    width: int = 1280,
+    height: int = 720,
+    fps: int = 24,
+    max_duration_s: float,
+) -> DrivingVideo:
+    """Re-encode the driving video to exactly ``width``x``height`` at ``fps``/1 CFR (see the module
+    docstring for the frame count N) as H.264 yuv420p + AAC 48 kHz stereo when it has audio."""
+    what = "the driving video"
+    probe = _probe(src, what=what, code=ErrorCode.INVALID_MEDIA)
+    source = probe.info
+    if _STILL_IMAGE_FORMATS.match(probe.format_name):
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"{what} is a still image ({source.video_codec}), not a video: upload a video file",
+        )
+    if probe.header_frames is not None and probe.header_frames > source.frames:
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"{what} is truncated: its header lists {probe.header_frames} frames but only "
+            f"{source.frames} are in the file; upload the complete file",
+            details={"header_frames": probe.header_frames, "frames_present": source.frames},
+        )
+    if source.duration_s > max_duration_s:
+        raise WorkerError(
+            ErrorCode.INPUT_TOO_LARGE,
+            f"{what} is {source.duration_s:.1f} s long; the limit is {max_duration_s:g} s: trim it",
+            details={"duration_s": round(source.duration_s, 3), "max_duration_s": max_duration_s},
+        )
+    frames = conformed_frame_count(source.duration_s, fps)
+    threads = cpu_threads()
+
+    inp = ffmpeg.input(str(src), threads=threads)
+    video = inp[str(probe.video_index)].filter("setpts", "PTS-STARTPTS")
+    scale_w, scale_h = _cover_size(probe, width, height)
+    resize = [("scale", (scale_w, scale_h), {}), ("crop", (width, height), {}), ("setsar", (1,), {})]
+    retime = [("fps", (fps,), {})]
+    # Resize the fewer frames: after dropping (higher source rate), before repeating (lower).
+    steps = retime + resize if source.fps > fps else resize + retime
+    for name, args, kwargs in steps:
+        video = video.filter(name, *args, **kwargs)
+    video = video.filter("tpad", stop_mode="clone", stop=_END_PAD_FRAMES).filter("trim", end_frame=frames)
+    streams = [video]
+    options: dict[str, Any] = {
+        "c:v": "libx264",
+        "preset": DRIVING_PRESET,
+        "crf": DRIVING_CRF,
+        "pix_fmt": "yuv420p",
+        "r": fps,
+        "threads": threads,
+        "map_metadata": -1,
+        "map_chapters": -1,
+        "f": "mp4",
+    }
+    if probe.audio_index is not None:
+        streams.append(_conformed_audio(inp, probe, total_samples=round(frames * AUDIO_RATE / fps)))
+        options.update({"c:a": "aac", "b:a": AUDIO_BITRATE})
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(dest) as partial:
+        _run_ffmpeg(ffmpeg.output(*streams, str(partial), **options), what=what, paths=[src, partial])
+        result = _probe(partial, what="the conformed driving video", code=ErrorCode.INVALID_MEDIA)
+        problems = _problems(
+            result, width=width, height=height, fps=fps, frames=frames, has_audio=source.has_audio
+        )
+        if problems:
+            raise WorkerError(
+                ErrorCode.INVALID_MEDIA,
+                f"{what} could not be converted to {width}x{height} at {fps} fps: "
+                + "; ".join(problems)
+                + " (the file is probably damaged)",
+                details={"problems": problems},
+            )
+    log_event(
+        "driving_video_conformed",
+        source=f"{source.width}x{source.height}@{float(source.fps):.3f} {source.video_codec}",
+        duration_s=round(source.duration_s, 3),
+        frames=frames,
+        has_audio=source.has_audio,
+    )
+    return DrivingVideo(path=dest, frames=frames, has_audio=source.has_audio, source=source, info=result.info)
+
+
+def _cover_size(probe: _Probe, width: int, height: int) -> tuple[int, int]:
+    """The even size the (upright, square-pixel) picture scales to so it covers width x height."""
+    shown_w = probe.coded_size[0] * float(probe.sample_aspect)
+    shown_h = float(probe.coded_size[1])
+    if probe.rotation % 180 == 90:
+        shown_w, shown_h = shown_h, shown_w
+    factor = max(width / shown_w, height / shown_h)
+
+    def even_at_least(value: float, minimum: int) -> int:
+        return max(minimum, 2 * math.ceil(value / 2 - 1e-6))
+
+    return even_at_least(shown_w * factor, width), even_at_least(shown_h * factor, height)
+
+
+def _conformed_audio(inp: Any, probe: _Probe, *, total_samples: int) -> Any:
+    """48 kHz stereo starting with the first video frame, padded or cut to ``total_samples``."""
+    assert probe.audio_start_s is not None
+    offset = round((probe.audio_start_s - probe.video_start_s) * AUDIO_RATE)
+    audio = (
+        inp[str(probe.audio_index)]
+        .filter("aresample", AUDIO_RATE)
+        .filter("aformat", sample_fmts="fltp", channel_layouts="stereo")
+        .filter("asetpts", "PTS-STARTPTS")
+    )
+    if offset > 0:  # the audio starts after the first frame: silence before it
+        audio = audio.filter("adelay", delays=f"{offset}S", all=1)
+    elif offset < 0:  # it starts before: drop what precedes the first frame
+        audio = audio.filter("atrim", start_sample=-offset).filter("asetpts", "PTS-STARTPTS")
+    return audio.filter("apad", whole_len=total_samples).filter("atrim", end_sample=total_samples)
+
+
+# -- the output ----------------------------------------------------------------------------
+
+
+def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
+    """The deliverable: ``raw`` (what ComfyUI made) cut to ``driving.frames`` frames, with the
+    conformed driving audio (when there is some), ``+faststart``, checked by validate_output.
+
+    The video stream is copied as is when it is H.264 yuv420p and its first N packets are exactly
+    its first N frames (always true without B-frames); otherwise it is re-encoded. Audio or
+    metadata in ``raw`` (ComfyUI stores the whole prompt there) are dropped."""
+    what = "the generated video"
+    probe = _probe(raw, what=what, code=ErrorCode.OUTPUT_INVALID)
+    frames = driving.frames
+    if probe.info.frames < frames:
+        raise WorkerError(
+            ErrorCode.OUTPUT_INVALID,
+            f"generated {probe.info.frames} frames, expected {frames}",
+            details={"frames": probe.info.frames, "expected_frames": frames},
+        )
+    copy = (
+        probe.info.video_codec == "h264"
+        and probe.info.pix_fmt == "yuv420p"
+        and (probe.info.frames == frames or _cut_keeps_order(raw, frames))
+    )
+    video = ffmpeg.input(str(raw))[str(probe.video_index)]
+    video_options: dict[str, Any] = {"map_metadata": -1, "map_chapters": -1, "f": "mp4"}
+    if copy:
+        video_options.update({"c:v": "copy", "frames:v": frames})
+    else:
+        video = video.filter("trim", end_frame=frames)
+        video_options.update(
+            {
+                "c:v": "libx264",
+                "preset": OUTPUT_PRESET,
+                "crf": OUTPUT_CRF,
+                "pix_fmt": "yuv420p",
+                "threads": cpu_threads(),
+            }
+        )
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(dest) as partial, _scratch_path(dest, "video") as cut:
+        # Two steps: reaching -frames:v would end the other streams of the same output too.
+        _run_ffmpeg(
+            ffmpeg.output(video, str(cut), **video_options),
+            what="the generated video",
+            paths=[raw, cut],
+            code=ErrorCode.OUTPUT_INVALID,
+        )
+        streams = [ffmpeg.input(str(cut))["v:0"]]
+        if driving.has_audio:
+            # Already AAC and exactly N frames long (conform_driving_video): copied as is.
+            streams.append(ffmpeg.input(str(driving.path))["a:0"])
+        _run_ffmpeg(
+            ffmpeg.output(*streams, str(partial), c="copy", movflags="+faststart", f="mp4"),
+            what="the output video",
+            paths=[cut, driving.path, partial],
+            code=ErrorCode.OUTPUT_INVALID,
+        )
+        info = validate_output(
+            partial,
+            frames=frames,
+            has_audio=driving.has_audio,
+            width=driving.info.width,
+            height=driving.info.height,
+            fps=int(driving.info.fps),
+        )
+    log_event(
+        "output_finalized",
+        generated_frames=probe.info.frames,
+        frames=frames,
+        video="copied" if copy else "re-encoded",
+        has_audio=driving.has_audio,
+    )
+    return info
+
+
+def validate_output(
+    path: Path,
+    *,
+    frames: int,
+    has_audio: bool,
+    width: int = 1280,
+    height: int = 720,
+    fps: int = 24,
+) -> VideoInfo:
+    """``path``'s VideoInfo when it is exactly what we deliver; OUTPUT_INVALID listing every
+    problem (in ``details["problems"]``) otherwise."""
+    probe = _probe(path, what="the output video", code=ErrorCode.OUTPUT_INVALID)
+    problems = _problems(probe, width=width, height=height, fps=fps, frames=frames, has_audio=has_audio)
+    if problems:
+        raise WorkerError(
+            ErrorCode.OUTPUT_INVALID,
+            "the output video is not valid: " + "; ".join(problems),
+            details={"problems": problems},
+        )
+    return probe.info
+
+
+def _problems(probe: _Probe, *, width: int, height: int, fps: int, frames: int, has_audio: bool) -> list[str]:
+    info = probe.info
+    problems = []
+    if info.video_codec != "h264":
+        problems.append(f"video codec is {info.video_codec}, expected h264")
+    if info.pix_fmt != "yuv420p":
+        problems.append(f"pixel format is {info.pix_fmt}, expected yuv420p")
+    if (info.width, info.height) != (width, height):
+        problems.append(f"size is {info.width}x{info.height}, expected {width}x{height}")
+    if probe.rotation:
+        problems.append(f"has {probe.rotation}° rotation metadata, expected none")
+    if probe.sample_aspect != 1:
+        problems.append(f"sample aspect ratio is {probe.sample_aspect}, expected 1")
+    if info.fps != fps:
+        problems.append(f"average frame rate is {info.fps}, expected {fps}/1")
+    if probe.r_frame_rate != fps:
+        problems.append(f"r_frame_rate is {probe.r_frame_rate}, expected {fps}/1")
+    if info.frames != frames:
+        problems.append(f"has {info.frames} frames, expected {frames}")
+    if has_audio and not info.has_audio:
+        problems.append("has no audio track, but the driving video has one")
+    elif info.has_audio and not has_audio:
+        problems.append("has an audio track, but the driving video has none")
+    elif info.has_audio and probe.audio_duration_s is not None:
+        if abs(probe.audio_duration_s - info.duration_s) > AUDIO_SYNC_TOLERANCE_S:
+            problems.append(f"audio lasts {probe.audio_duration_s:.3f} s, the video {info.duration_s:.3f} s")
+    return problems
+
+
+def _cut_keeps_order(path: Path, frames: int) -> bool:
+    """Whether the first ``frames`` packets in decode order are the first ``frames`` in display
+    order: then a stream copy cut after them is exact (and every kept frame's references are kept,
+    as references always precede in decode order)."""
+    data = _ffprobe_json(
+        ["-select_streams", "v:0", "-show_entries", "packet=pts"],
+        path,
+        what="the generated video",
+        code=ErrorCode.OUTPUT_INVALID,
+    )
+    pts = [_int(packet.get("pts")) for packet in data.get("packets") or []]
+    if len(pts) <= frames or any(value is None for value in pts):
+        return False
+    kept, dropped = pts[:frames], pts[frames:]
+    return max(kept) < min(dropped)  # type: ignore[type-var]
+
+
+# -- running ffmpeg ------------------------------------------------------------------------
+
+
+def cpu_threads() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (containers often see every CPU of the host but may use only a few)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _run_ffmpeg(
+    stream: Any, *, what: str, paths: Sequence[Path], code: ErrorCode = ErrorCode.INVALID_MEDIA
+) -> None:
+    args = stream.global_args("-nostdin", "-hide_banner", "-v", "error").overwrite_output().compile()
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise WorkerError(
+            ErrorCode.TIMEOUT, f"converting {what} took longer than {FFMPEG_TIMEOUT_S:g} s"
+        ) from exc
+    if proc.returncode != 0:
+        reason = _ffmpeg_reason(proc.stderr, paths)
+        raise WorkerError(code, f"ffmpeg could not convert {what} ({reason})", details={"reason": reason})
+
+
+def _ffmpeg_reason(stderr: str, paths: Sequence[Path]) -> str:
+    """ffmpeg's complaint in one line, without local paths or "[demuxer @ 0x...]" prefixes."""
+    lines = [re.sub(r"\[[^\]]* @ 0x[0-9a-f]+\] ", "", line.strip()) for line in stderr.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return "no error message"
+    # The first line usually says what (``moov atom not found``), the last what it led to.
+    text = lines[0] if lines[0] == lines[-1] else f"{lines[0]}; {lines[-1]}"
+    for path in paths:
+        text = text.replace(str(path), path.name)
+    return text[:300]
+
+
+@contextmanager
+def _scratch_path(dest: Path, tag: str = "part") -> Iterator[Path]:
+    """A hidden sibling of ``dest`` (same folder, so renaming it is atomic), removed on exit."""
+    scratch = dest.with_name(f".{dest.stem}.{uuid.uuid4().hex[:8]}.{tag}{dest.suffix}")
+    try:
+        yield scratch
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+@contextmanager
+def _atomic_path(dest: Path) -> Iterator[Path]:
+    """A temporary path renamed to ``dest`` when the block succeeds, removed when it fails."""
+    with _scratch_path(dest) as partial:
+        yield partial
+        os.replace(partial, dest)
