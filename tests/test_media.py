@@ -170,7 +170,7 @@ def test_corrupt_image_is_invalid(media_dir: Path, tmp_path: Path) -> None:
     ("size", "message"),
     [
         (12_000, "12000x12000 (144.0 megapixels); the limit is 40.0 megapixels"),  # our limit
-        (20_000, "too large to decode safely"),  # past Pillow's own hard limit, refused at open
+        (20_000, "has 400.0 megapixels; the limit is 40.0 megapixels"),  # past Pillow's hard limit
     ],
 )
 def test_decompression_bomb_is_refused_without_decoding(
@@ -277,6 +277,24 @@ def test_phone_rotation_metadata_is_honoured(
     assert {near(top, RED), near(bottom, RED)} == {True, False}
     assert {near(top, BLUE), near(bottom, BLUE)} == {True, False}
     assert frame.getpixel((5, 20)) == top and frame.getpixel((1275, 20)) == top
+
+
+def test_hdr_video_is_tone_mapped_to_sdr(media_dir: Path, tmp_path: Path) -> None:
+    hlg = media_dir / "iphone-hlg.mp4"
+    ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=0.5"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le"),
+        *("-color_primaries", "bt2020", "-color_trc", "arib-std-b67", "-colorspace", "bt2020nc", str(hlg)),
+    )
+    assert probe_video(hlg).pix_fmt == "yuv420p10le"
+    driving = conform_driving_video(hlg, tmp_path / "d.mp4", width=320, height=180, max_duration_s=60)
+    (stream,) = stream_facts(driving.path)
+    assert (stream["pix_fmt"], stream.get("color_transfer"), stream.get("color_primaries")) == (
+        "yuv420p",
+        "bt709",
+        "bt709",
+    )
+    assert driving.frames == 12
 
 
 def test_video_without_audio(driving_video_factory: Callable[..., Path], tmp_path: Path) -> None:

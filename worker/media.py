@@ -26,6 +26,7 @@ only read.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -61,6 +62,7 @@ FFMPEG_TIMEOUT_S = 1800.0
 _END_PAD_FRAMES = 3
 # The output's audio may end this much before or after its video (AAC works in 1024-sample frames).
 AUDIO_SYNC_TOLERANCE_S = 0.1
+HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 _STILL_IMAGE_FORMATS = re.compile(r"^(image2|.*_pipe)$")
 
 
@@ -80,17 +82,47 @@ def prepare_avatar(src: Path, dest: Path, *, max_pixels: int, min_side: int = 64
 
     Animated WebP/PNG: the first frame is used. EXIF orientation is applied; an embedded ICC
     profile is converted to sRGB (an unusable profile is ignored); 16-bit greyscale is scaled
-    to 8 bits.
+    to 8 bits; transparency is flattened onto white.
     """
+    with _open_image(src, max_pixels) as image:
+        fmt = IMAGE_FORMATS.get(image.format or "")
+        if fmt is None:
+            raise WorkerError(
+                ErrorCode.INVALID_MEDIA,
+                f"the image is a {image.format} file; only PNG, JPEG and WebP are accepted",
+                details={"format": image.format},
+            )
+        _check_size(*image.size, max_pixels=max_pixels, min_side=min_side)
+        try:
+            image.load()
+        except Exception as exc:  # Pillow's decoders fail with OSError, SyntaxError, ValueError...
+            raise WorkerError(
+                ErrorCode.INVALID_MEDIA,
+                f"the {fmt} image cannot be decoded ({exc}): the file is truncated or corrupt; "
+                "re-export it and upload it again",
+                details={"format": fmt},
+            ) from exc
+        rgb = _to_rgb(_to_srgb(ImageOps.exif_transpose(image)))
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(dest) as partial:
+        rgb.save(partial, format="PNG", compress_level=1)
+    return AvatarImage(path=dest, width=rgb.width, height=rgb.height, source_format=fmt)
+
+
+def _open_image(src: Path, max_pixels: int) -> Image.Image:
+    """Pillow's lazy open: the header is parsed, no pixel decoded."""
     try:
         with warnings.catch_warnings():
-            # Pillow's own bomb warning: our limit (checked below) is the one that applies.
+            # Pillow's own bomb warning: our limit (_check_size) is the one that applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(src)
-    except Image.DecompressionBombError as exc:
+            return Image.open(src)
+    except Image.DecompressionBombError as exc:  # past Pillow's hard limit (2 x 89.5 MP)
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.1f} megapixels" if pixels else "too many pixels"
         raise WorkerError(
             ErrorCode.INPUT_TOO_LARGE,
-            f"the image is too large to decode safely ({exc}); the limit is {max_pixels:,} pixels",
+            f"the image has {size}; the limit is {max_pixels / 1e6:.1f} megapixels: downscale it",
             details={"max_pixels": max_pixels},
         ) from exc
     except UnidentifiedImageError as exc:
@@ -108,43 +140,22 @@ def prepare_avatar(src: Path, dest: Path, *, max_pixels: int, min_side: int = 64
             f"the image cannot be decoded ({exc}): the file is truncated or corrupt; "
             "re-export it and upload it again",
         ) from exc
-    with image:
-        fmt = IMAGE_FORMATS.get(image.format or "")
-        if fmt is None:
-            raise WorkerError(
-                ErrorCode.INVALID_MEDIA,
-                f"the image is a {image.format} file; only PNG, JPEG and WebP are accepted",
-                details={"format": image.format},
-            )
-        width, height = image.size
-        if width * height > max_pixels:
-            raise WorkerError(
-                ErrorCode.INPUT_TOO_LARGE,
-                f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
-                f"the limit is {max_pixels / 1e6:.1f} megapixels: downscale it",
-                details={"width": width, "height": height, "max_pixels": max_pixels},
-            )
-        if min(width, height) < min_side:
-            raise WorkerError(
-                ErrorCode.INVALID_MEDIA,
-                f"the image is only {width}x{height}; each side must be at least {min_side} px",
-                details={"width": width, "height": height, "min_side": min_side},
-            )
-        try:
-            image.load()
-        except Exception as exc:  # Pillow's decoders fail with OSError, SyntaxError, ValueError...
-            raise WorkerError(
-                ErrorCode.INVALID_MEDIA,
-                f"the {fmt} image cannot be decoded ({exc}): the file is truncated or corrupt; "
-                "re-export it and upload it again",
-                details={"format": fmt},
-            ) from exc
-        rgb = _to_rgb(_to_srgb(ImageOps.exif_transpose(image)))
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_path(dest) as partial:
-        rgb.save(partial, format="PNG", compress_level=1)
-    return AvatarImage(path=dest, width=rgb.width, height=rgb.height, source_format=fmt)
+
+def _check_size(width: int, height: int, *, max_pixels: int, min_side: int) -> None:
+    if width * height > max_pixels:
+        raise WorkerError(
+            ErrorCode.INPUT_TOO_LARGE,
+            f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
+            f"the limit is {max_pixels / 1e6:.1f} megapixels: downscale it",
+            details={"width": width, "height": height, "max_pixels": max_pixels},
+        )
+    if min(width, height) < min_side:
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"the image is only {width}x{height}; each side must be at least {min_side} px",
+            details={"width": width, "height": height, "min_side": min_side},
+        )
 
 
 def _sniff_unsupported(src: Path) -> str | None:
@@ -222,6 +233,7 @@ class _Probe:
     video_start_s: float
     audio_start_s: float | None
     audio_duration_s: float | None
+    color_transfer: str  # "" when untagged; smpte2084 (PQ) and arib-std-b67 (HLG) are HDR
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -293,6 +305,7 @@ def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
         audio_duration_s=(_float(audio.get("duration")) or _tag_duration(audio))
         if audio is not None
         else None,
+        color_transfer=str(video.get("color_transfer") or ""),
     )
 
 
@@ -389,38 +402,13 @@ def conform_driving_video(
     docstring for the frame count N) as H.264 yuv420p + AAC 48 kHz stereo when it has audio."""
     what = "the driving video"
     probe = _probe(src, what=what, code=ErrorCode.INVALID_MEDIA)
+    _check_source(probe, what=what, max_duration_s=max_duration_s)
     source = probe.info
-    if _STILL_IMAGE_FORMATS.match(probe.format_name):
-        raise WorkerError(
-            ErrorCode.INVALID_MEDIA,
-            f"{what} is a still image ({source.video_codec}), not a video: upload a video file",
-        )
-    if probe.header_frames is not None and probe.header_frames > source.frames:
-        raise WorkerError(
-            ErrorCode.INVALID_MEDIA,
-            f"{what} is truncated: its header lists {probe.header_frames} frames but only "
-            f"{source.frames} are in the file; upload the complete file",
-            details={"header_frames": probe.header_frames, "frames_present": source.frames},
-        )
-    if source.duration_s > max_duration_s:
-        raise WorkerError(
-            ErrorCode.INPUT_TOO_LARGE,
-            f"{what} is {source.duration_s:.1f} s long; the limit is {max_duration_s:g} s: trim it",
-            details={"duration_s": round(source.duration_s, 3), "max_duration_s": max_duration_s},
-        )
     frames = conformed_frame_count(source.duration_s, fps)
     threads = cpu_threads()
 
     inp = ffmpeg.input(str(src), threads=threads)
-    video = inp[str(probe.video_index)].filter("setpts", "PTS-STARTPTS")
-    scale_w, scale_h = _cover_size(probe, width, height)
-    resize = [("scale", (scale_w, scale_h), {}), ("crop", (width, height), {}), ("setsar", (1,), {})]
-    retime = [("fps", (fps,), {})]
-    # Resize the fewer frames: after dropping (higher source rate), before repeating (lower).
-    steps = retime + resize if source.fps > fps else resize + retime
-    for name, args, kwargs in steps:
-        video = video.filter(name, *args, **kwargs)
-    video = video.filter("tpad", stop_mode="clone", stop=_END_PAD_FRAMES).filter("trim", end_frame=frames)
+    video = _conformed_video(inp, probe, width=width, height=height, fps=fps, frames=frames)
     streams = [video]
     options: dict[str, Any] = {
         "c:v": "libx264",
@@ -460,6 +448,68 @@ def conform_driving_video(
         has_audio=source.has_audio,
     )
     return DrivingVideo(path=dest, frames=frames, has_audio=source.has_audio, source=source, info=result.info)
+
+
+def _check_source(probe: _Probe, *, what: str, max_duration_s: float) -> None:
+    source = probe.info
+    if _STILL_IMAGE_FORMATS.match(probe.format_name):
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"{what} is a still image ({source.video_codec}), not a video: upload a video file",
+        )
+    if probe.header_frames is not None and probe.header_frames > source.frames:
+        raise WorkerError(
+            ErrorCode.INVALID_MEDIA,
+            f"{what} is truncated: its header lists {probe.header_frames} frames but only "
+            f"{source.frames} are in the file; upload the complete file",
+            details={"header_frames": probe.header_frames, "frames_present": source.frames},
+        )
+    if source.duration_s > max_duration_s:
+        raise WorkerError(
+            ErrorCode.INPUT_TOO_LARGE,
+            f"{what} is {source.duration_s:.1f} s long; the limit is {max_duration_s:g} s: trim it",
+            details={"duration_s": round(source.duration_s, 3), "max_duration_s": max_duration_s},
+        )
+
+
+def _conformed_video(inp: Any, probe: _Probe, *, width: int, height: int, fps: int, frames: int) -> Any:
+    """Upright, covering width x height, square pixels, SDR, ``fps`` CFR, exactly ``frames``."""
+    scale_w, scale_h = _cover_size(probe, width, height)
+
+    def resize(stream: Any) -> Any:
+        return stream.filter("scale", scale_w, scale_h).filter("crop", width, height).filter("setsar", 1)
+
+    # ffmpeg has already turned the picture upright (autorotate) before the first filter.
+    video = inp[str(probe.video_index)].filter("setpts", "PTS-STARTPTS")
+    # Resize the fewer frames: after dropping them (higher source rate), before repeating (lower).
+    video = resize(video.filter("fps", fps)) if probe.info.fps > fps else resize(video).filter("fps", fps)
+    if probe.color_transfer in HDR_TRANSFERS:
+        video = _tone_mapped(video)
+    return video.filter("tpad", stop_mode="clone", stop=_END_PAD_FRAMES).filter("trim", end_frame=frames)
+
+
+def _tone_mapped(video: Any) -> Any:
+    """HDR (PQ or HLG: an iPhone's default) to SDR BT.709, what ComfyUI and the model assume;
+    merely dropping to 8 bits would leave the picture washed out."""
+    if not _has_filter("zscale"):
+        log_event("hdr_not_tone_mapped", level="warning", reason="this ffmpeg has no zscale filter")
+        return video
+    return (
+        video.filter("zscale", t="linear", npl=100)
+        .filter("format", "gbrpf32le")
+        .filter("zscale", p="bt709")
+        .filter("tonemap", tonemap="hable", desat=0)
+        .filter("zscale", t="bt709", m="bt709", r="tv")
+        .filter("format", "yuv420p")
+    )
+
+
+@functools.cache
+def _has_filter(name: str) -> bool:
+    proc = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return re.search(rf"^\s*\S+\s+{re.escape(name)}\s", proc.stdout, re.M) is not None
 
 
 def _cover_size(probe: _Probe, width: int, height: int) -> tuple[int, int]:
@@ -615,9 +665,12 @@ def _problems(probe: _Probe, *, width: int, height: int, fps: int, frames: int, 
         problems.append("has no audio track, but the driving video has one")
     elif info.has_audio and not has_audio:
         problems.append("has an audio track, but the driving video has none")
-    elif info.has_audio and probe.audio_duration_s is not None:
-        if abs(probe.audio_duration_s - info.duration_s) > AUDIO_SYNC_TOLERANCE_S:
-            problems.append(f"audio lasts {probe.audio_duration_s:.3f} s, the video {info.duration_s:.3f} s")
+    elif (
+        info.has_audio
+        and probe.audio_duration_s is not None
+        and abs(probe.audio_duration_s - info.duration_s) > AUDIO_SYNC_TOLERANCE_S
+    ):
+        problems.append(f"audio lasts {probe.audio_duration_s:.3f} s, the video {info.duration_s:.3f} s")
     return problems
 
 
