@@ -43,6 +43,11 @@ FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # colours), or "... seconds (IMPORT FAILED): ..."
 IMPORT_TIME_RE = re.compile(r"(?:^|\s)\d+(?:\.\d+)? seconds( \(IMPORT FAILED\))?: (?P<path>\S.*?)\s*$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CORE_IMPORT_FAILED_RE = re.compile(r"IMPORT FAILED: (?P<module>\S+)")
+# Core node modules whose import may fail in the image without harm: the workflow uses none of their nodes.
+TOLERATED_CORE_FAILURES = {
+    "nodes_glsl.py": "GLSL shader nodes; they need an EGL/OpenGL ES stack (comfy-angle + system libEGL)",
+}
 FETCH_ATTEMPTS = 3
 
 
@@ -244,7 +249,9 @@ def import_problems(log_text: str, folders: Iterable[str]) -> list[str]:
         if match:
             results[Path(match.group("path")).name] = match.group(1) is None
         elif "IMPORT FAILED" in line:
-            problems.append(f"ComfyUI reports: {line.strip()}")
+            core = CORE_IMPORT_FAILED_RE.search(line)
+            if not (core and core.group("module") in TOLERATED_CORE_FAILURES):
+                problems.append(f"ComfyUI reports: {line.strip()}")
     for folder in sorted(folders):
         if folder not in results:
             problems.append(f"{folder}: not in ComfyUI's 'Import times for custom nodes' list (not loaded)")
@@ -263,7 +270,11 @@ def node_folders(custom_nodes_dir: Path) -> list[str]:
 
 def check_imports(log_path: Path, custom_nodes_dir: Path) -> None:
     folders = node_folders(custom_nodes_dir)
-    problems = import_problems(log_path.read_text(errors="replace"), folders)
+    log_text = log_path.read_text(errors="replace")
+    for module, what in TOLERATED_CORE_FAILURES.items():
+        if f"IMPORT FAILED: {module}" in log_text:
+            print(f"note: core {module} did not import; tolerated, the workflow does not use it ({what})")
+    problems = import_problems(log_text, folders)
     if problems:
         raise BuildError("custom node import check failed:\n  " + "\n  ".join(problems))
     print(f"custom node import check passed: {', '.join(folders)}")

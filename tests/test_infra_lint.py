@@ -260,6 +260,12 @@ def test_a_core_node_import_failure_fails_the_build_too() -> None:
     assert icn.import_problems(log, FOLDERS) == ["ComfyUI reports: [WARNING] IMPORT FAILED: nodes_video.py"]
 
 
+def test_the_glsl_core_nodes_may_fail_the_workflow_does_not_use_them() -> None:
+    # Seen with the real ComfyUI 0.33 on a machine without comfy-angle / libEGL.
+    log = IMPORT_LOG + "\x1b[1m\x1b[33m[WARNING]\x1b[0m IMPORT FAILED: nodes_glsl.py\n"
+    assert icn.import_problems(log, FOLDERS) == []
+
+
 def test_check_imports_command_reads_the_custom_nodes_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
