@@ -181,7 +181,14 @@ def base_constraints(freeze_lines: Iterable[str]) -> list[str]:
     return sorted(pins, key=str.lower)
 
 
+MIN_PYTHON = (3, 11)  # the worker's code; onnxruntime-gpu 1.26 also needs 3.11+
+
+
 def snapshot(out_dir: Path) -> None:
+    if sys.version_info < MIN_PYTHON:
+        raise BuildError(
+            f"the base image's Python is {sys.version.split()[0]}; the worker needs 3.11 or newer"
+        )
     freeze = _pip("freeze", "--all")
     if freeze.returncode != 0:
         raise BuildError(f"pip freeze failed: {freeze.stderr.strip()}")
