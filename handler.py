@@ -15,9 +15,14 @@ The steps live in ``worker.job``; this file only connects them to RunPod.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from typing import Any
+
+# runpod reads its log level once, at import; its default (DEBUG) logs every job's whole
+# output, presigned URLs included.
+os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
 import runpod
 
