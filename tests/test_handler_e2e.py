@@ -187,6 +187,7 @@ def test_happy_path_with_audio(stack: Stack, tmp_path: Path) -> None:
     assert len(result["workflow"]["sha256"]) == 64
     assert result["reused"] is False
     assert "presigned_url" not in result
+    assert result["attention_backend"] is None  # the fake ComfyUI has no attention node
 
     # The object in MinIO is what was promised, checked independently of the worker.
     fetched = fetch_output(stack, result["minio_key"], tmp_path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.attention import backend_in_use
 from worker.comfy_client import ComfyClient, Progress
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
@@ -124,6 +125,14 @@ class JobRunner:
             public_secure=settings.minio_public_use_ssl,
         )
         self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
+        self._attention: dict[str, Any] | None = None
+
+    def attention_backend(self) -> dict[str, Any] | None:
+        """What ComfyUI's attention node says it runs with (fixed for the process's life);
+        None when ComfyUI does not say (no node installed, e.g. the fake ComfyUI)."""
+        if self._attention is None:
+            self._attention = backend_in_use(self.settings.comfy_url)
+        return self._attention
 
     def run(
         self,
@@ -401,6 +410,7 @@ class _Job:
             "workflow": {"name": self.runner.workflow.name, "sha256": self.runner.workflow.sha256},
             "seed": seed,
             "reused": reused,
+            "attention_backend": self.runner.attention_backend(),
         }
         if request.return_presigned_url:
             result["presigned_url"] = self.runner.storage.presigned_get(
