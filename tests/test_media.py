@@ -297,6 +297,51 @@ def test_hdr_video_is_tone_mapped_to_sdr(media_dir: Path, tmp_path: Path) -> Non
     assert driving.frames == 12
 
 
+def test_variable_frame_rate_with_a_gap(media_dir: Path, tmp_path: Path) -> None:
+    vfr = media_dir / "vfr.mp4"  # 30 fps with frames 10-29 missing: a 2/3 s gap, as phones do
+    ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=2"),
+        *("-vf", "select=not(between(n\\,10\\,29))", "-fps_mode", "vfr"),
+        *("-c:v", "libx264", "-preset", "ultrafast", str(vfr)),
+    )
+    source = probe_video(vfr)
+    assert source.frames == 40 and abs(source.duration_s - 2.0) < 0.01
+    driving = conform_driving_video(vfr, tmp_path / "d.mp4", width=320, height=180, max_duration_s=60)
+    assert driving.frames == probe_video(driving.path).frames == 48  # the gap filled by repeats
+
+
+def test_browser_webm_without_any_duration(media_dir: Path, tmp_path: Path) -> None:
+    webm = media_dir / "recorded.webm"
+    with webm.open("wb") as sink:  # written to a pipe, as MediaRecorder does: no duration, no index
+        subprocess.run(
+            [
+                *(
+                    "ffmpeg",
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=320x180:rate=30:d=2",
+                ),
+                *("-f", "lavfi", "-i", "sine=duration=2", "-c:v", "libvpx", "-deadline", "realtime"),
+                *("-vf", "select=not(between(n\\,10\\,29))", "-fps_mode:v", "vfr"),  # 40 frames
+                *("-cpu-used", "8", "-c:a", "libopus", "-f", "webm", "-"),
+            ],
+            stdout=sink,
+            check=True,
+            timeout=120,
+        )
+    assert "duration" not in stream_facts(webm)[0]
+    source = probe_video(webm)
+    assert (source.video_codec, source.audio_codec, source.frames) == ("vp8", "opus", 40)
+    assert abs(source.duration_s - 2.0) < 0.01  # from the packets' timestamps: not 40 / 30 fps
+    driving = conform_driving_video(webm, tmp_path / "d.mp4", width=320, height=180, max_duration_s=60)
+    assert (driving.frames, driving.info.audio_codec) == (48, "aac")
+    assert abs(audio_duration(driving.path) - 2.0) < 0.03
+
+
 def test_video_without_audio(driving_video_factory: Callable[..., Path], tmp_path: Path) -> None:
     src = driving_video_factory(1.0, fps=25, width=320, height=240, audio=False)
     driving = conform_driving_video(src, tmp_path / "d.mp4", width=320, height=180, max_duration_s=60)

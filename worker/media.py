@@ -272,10 +272,11 @@ def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
     avg_rate = _fraction(video.get("avg_frame_rate"))
     r_rate = _fraction(video.get("r_frame_rate"))
     fps = avg_rate or r_rate
+    # The container's format duration may be the audio's: the video stream's own comes first.
     duration = (
         _float(video.get("duration"))
         or _tag_duration(video)
-        or _float(fmt.get("duration"))
+        or _packets_duration(path, int(video["index"]), what=what, code=code)
         or (frames / fps if fps else 0.0)
     )
     info = VideoInfo(
@@ -327,6 +328,24 @@ def _ffprobe_json(options: Sequence[str], path: Path, *, what: str, code: ErrorC
         return json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise WorkerError(code, f"{what} cannot be read (ffprobe gave no usable answer)") from exc
+
+
+def _packets_duration(path: Path, index: int, *, what: str, code: ErrorCode) -> float | None:
+    """A stream's duration from its packets' timestamps, for files that do not state it (a WebM
+    recorded in a browser has no duration anywhere)."""
+    data = _ffprobe_json(
+        ["-select_streams", str(index), "-show_entries", "packet=pts_time,duration_time"],
+        path,
+        what=what,
+        code=code,
+    )
+    starts, ends = [], []
+    for packet in data.get("packets") or []:
+        start = _float(packet.get("pts_time"))
+        if start is not None:
+            starts.append(start)
+            ends.append(start + (_float(packet.get("duration_time")) or 0.0))
+    return max(ends) - min(starts) if starts else None
 
 
 def _rotation(stream: dict[str, Any]) -> int:
