@@ -34,6 +34,7 @@ test: venv ffmpeg lint
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/lint_infra.sh
 
 bench: venv ffmpeg
 	$(PY) -m bench.stage_bench
