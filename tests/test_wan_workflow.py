@@ -278,7 +278,10 @@ def test_cli_exits_non_zero_and_prints_each_problem(tmp_path, capsys):
     assert "problem(s)" in out.err
 
 
-# -- mutations ComfyUI's POST /prompt would refuse (the checker must agree) ----------------------
+# -- mutations: the checker must catch each one ---------------------------------------------------
+# Both tables were confirmed against a real ComfyUI 0.33.0 with the pinned packs (POST /prompt on a
+# CPU install with placeholder model files): SERVER_REFUSES all answer 400, SERVER_LETS_THROUGH 200
+# ("second output node" with node_errors for the broken one, which the server then skips).
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -339,6 +342,10 @@ SERVER_REFUSES: dict[str, tuple[Mutation, str]] = {
     "steps above max": (_set("41", "steps", 20000), "steps=20000 is above the maximum 10000"),
     "width below min": (_set("30", "width", 0), "width=0 is below the minimum 16"),
     "cycle": (_set("31", "latent_image", ["32", 0]), "dependency cycle"),
+    "fps from an INT output": (
+        _set("52", "fps", ["30", 5]),
+        "fps expects FLOAT but node 30 output #5 is INT",
+    ),
 }
 
 SERVER_LETS_THROUGH: dict[str, tuple[Mutation, str]] = {
@@ -379,7 +386,6 @@ SERVER_LETS_THROUGH: dict[str, tuple[Mutation, str]] = {
     ),
     "final trim longer than the video": (_set("51", "length", 4096), "the video would have 293 frames"),
     "fps 16": (_set("52", "fps", 16.0), "write 16 fps, the job is 24 fps"),
-    "fps from another node": (_set("52", "fps", ["30", 5]), "fps expects FLOAT but node 30 output #5 is INT"),
     "SAM2 prompted with face boxes": (
         _set("11", "bboxes", ["8", 4]),
         "bboxes comes from PoseAndFaceDetection output #4",
