@@ -438,3 +438,35 @@ def test_each_mutation_is_caught(workflow, catalogue, name):
     mutate(graph)
     problems = check(graph, catalogue)
     assert any(expected in problem for problem in problems), problems
+
+
+# -- a malformed windows section fails at load, with what is wrong -------------------------------
+
+
+def _edit_graph(graph: dict[str, Any], spec: dict[str, Any]) -> None:
+    graph["43"]["inputs"]["samples"] = ["32", 0]  # window 1's latent, a node the spec does not map
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda g, s: s["windows"].update(last_window="shortest"), "last_window must be one of"),
+        (lambda g, s: s["windows"].update(window_frames=80), "must be 4n+1"),
+        (lambda g, s: s["windows"]["extension"]["previous"].update({"31": "99"}), "names node 99"),
+        (lambda g, s: s["windows"]["extension"]["previous"].pop("33"), "links window-1 node 33"),
+        (_edit_graph, "links window-1 node 32"),
+        (lambda g, s: g["50"]["inputs"].pop("images.image1"), "must collect exactly"),
+        (lambda g, s: g["40"]["inputs"].update(length=81), "length must be windows.window_frames"),
+        (lambda g, s: s["windows"].pop("first"), "'windows' section is malformed"),
+    ],
+)
+def test_a_malformed_windows_section_is_refused_at_load(tmp_path, edit, message):
+    graph = json.loads(WAN.read_text())
+    spec = json.loads(WAN.with_suffix(".bindings.json").read_text())
+    edit(graph, spec)
+    (tmp_path / WAN.name).write_text(json.dumps(graph))
+    (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
+    with pytest.raises(WorkerError) as caught:
+        Workflow.load(tmp_path / WAN.name, env={})
+    assert caught.value.code is ErrorCode.WORKFLOW_INVALID
+    assert message in caught.value.message
