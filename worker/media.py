@@ -6,18 +6,21 @@
   onto **white** (a cut-out portrait on white, as every viewer shows it; converting to RGB
   instead would expose whatever colour the transparent pixels happen to hold, often black).
 - ``conform_driving_video``: any video ffmpeg reads in, exactly ``width``x``height`` (scale to
-  cover, centre crop, square pixels), exactly ``fps``/1 constant frame rate, H.264 yuv420p,
-  the audio (if any) as 48 kHz stereo AAC lasting exactly as long as the video.
+  cover, centre crop, square pixels; rotation metadata applied; HDR tone-mapped to SDR BT.709),
+  exactly ``fps``/1 constant frame rate, H.264 yuv420p, the audio (if any) as 48 kHz stereo AAC
+  that starts with the first frame (an offset in the source is kept) and lasts exactly N/fps.
 - ``finalize_output``: the generated video cut to the driving video's frame count, the driving
   audio muxed in, ``+faststart``; ``validate_output`` checks a finished file and lists every problem.
 
 Frame count rule (conform): N = floor(D * fps + 1/2), at least 1, where D is the duration of the
-source's video stream (first frame to the end of the last one). The ``fps`` filter shows at each
-output tick k/fps the source frame on screen at that moment (no interpolation: frames are dropped
-or repeated); ticks k = 0 .. N-1 are kept. Whether ffmpeg's ``fps`` filter emits the last tick at
-the end of the stream differs between versions, so the last frame is repeated (at most
-``_END_PAD_FRAMES`` times) when it falls short and the stream is cut at N: N is known before
-encoding and exact. A 5 s clip at any frame rate gives 120 frames at 24 fps; 10.01 s gives 240.
+source's video stream (first frame to the end of the last one: the stream's duration, else its
+Matroska DURATION tag, else its packets' timestamps). The ``fps`` filter shows at each output tick
+k/fps the source frame on screen at that moment (no interpolation: frames are dropped or
+repeated, gaps of a variable-frame-rate file filled); ticks k = 0 .. N-1 are kept. ffmpeg's
+``fps`` filter emits exactly N on ffmpeg 5.1; as its end-of-stream rounding has changed between
+versions, the last frame is repeated (at most ``_END_PAD_FRAMES`` times) should it fall short and
+the stream is cut at N, so N is known before encoding and exact. 5 s at any frame rate gives
+120 frames at 24 fps; 10.01 s (300 frames at 29.97) gives 240; 2.04 s gives 49.
 
 All files are written under a temporary name next to the destination and renamed into place
 only once complete and checked: a failure never leaves a half-written destination. Inputs are
@@ -607,7 +610,7 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
         # Two steps: reaching -frames:v would end the other streams of the same output too.
         _run_ffmpeg(
             ffmpeg.output(video, str(cut), **video_options),
-            what="the generated video",
+            what=what,
             paths=[raw, cut],
             code=ErrorCode.OUTPUT_INVALID,
         )
