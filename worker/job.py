@@ -23,6 +23,7 @@ from worker.attention import backend_in_use
 from worker.comfy_client import ComfyClient, Progress
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
+from worker.graph_check import check_graph, load_catalogue
 from worker.logs import job_context, log_event
 from worker.media import (
     DrivingVideo,
@@ -114,6 +115,8 @@ class JobRunner:
     def __init__(self, settings: Settings, *, storage: Storage | None = None) -> None:
         self.settings = settings
         self.workflow = Workflow.load(settings.workflow)
+        self.catalogue = load_catalogue()
+        self._check_workflow_at_start()
         self.storage = storage or Storage(
             endpoint=settings.minio_endpoint,
             access_key=settings.minio_access_key,
@@ -126,6 +129,44 @@ class JobRunner:
         )
         self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
         self._attention: dict[str, Any] | None = None
+
+    def checked_graph(self, params: WorkflowParams) -> dict[str, Any]:
+        """The job's graph, refused unless it passes the pinned stack's checks: ComfyUI's own
+        validation misses unknown input names, window lengths, replacement wiring, fps."""
+        graph = self.workflow.build(params)
+        problems = check_graph(
+            graph,
+            self.catalogue,
+            frames=params.frames,
+            fps=params.fps,
+            width=params.width,
+            height=params.height,
+        )
+        if problems:
+            raise WorkerError(
+                ErrorCode.WORKFLOW_INVALID,
+                f"the {self.workflow.name} graph for {params.frames} frames fails its checks: {problems[0]}",
+                details={"problems": problems[:20], "frames": params.frames},
+            )
+        return graph
+
+    def _check_workflow_at_start(self) -> None:
+        """A broken workflow stops the worker at start, not on the first job."""
+        for frames in (1, 150):
+            self.checked_graph(
+                WorkflowParams(
+                    image="avatar.png",
+                    driving_video="driving.mp4",
+                    frames=frames,
+                    filename_prefix="wan-worker/start-check",
+                    seed=0,
+                    prompt="",
+                    negative_prompt="",
+                    width=OUTPUT_WIDTH,
+                    height=OUTPUT_HEIGHT,
+                    fps=float(OUTPUT_FPS),
+                )
+            )
 
     def attention_backend(self) -> dict[str, Any] | None:
         """What ComfyUI's attention node says it runs with (fixed for the process's life);
@@ -351,7 +392,7 @@ class _Job:
                 height=OUTPUT_HEIGHT,
                 fps=float(OUTPUT_FPS),
             )
-            graph = workflow.build(params)
+            graph = self.runner.checked_graph(params)
             run = comfy.run(
                 graph,
                 output_node=workflow.output_node,
