@@ -1,0 +1,1 @@
+"""Parts of bench/gpu_bench.py: stages and plan are pure Python; the rest imports torch and ComfyUI."""

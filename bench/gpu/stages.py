@@ -1,0 +1,259 @@
+"""From one executed API graph to the per-stage table: pure Python, no torch, no ComfyUI.
+
+The benchmark records one ``NodeRun`` per node ComfyUI executed (start/end after a device sync,
+peak memory, GPU busy/idle seconds sampled by NVML, sampler step times). This module decides
+which stage each node belongs to and which generation window it serves, aggregates the runs
+(median over windows, totals), derives per-backend clip totals from per-step comparisons, and
+renders the markdown table of bench/README.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ANIMATE_CLASS = "WanAnimateToVideo"
+SAMPLER_CLASS = "KSampler"
+
+# Stage of each class of the pinned graph; a class not listed gets "other: <class>".
+STAGE_OF_CLASS = {
+    "UNETLoader": "load: models (file -> RAM)",
+    "LoraLoaderModelOnly": "load: models (file -> RAM)",
+    "ModelSamplingSD3": "load: models (file -> RAM)",
+    "CLIPLoader": "load: models (file -> RAM)",
+    "VAELoader": "load: models (file -> RAM)",
+    "CLIPVisionLoader": "load: models (file -> RAM)",
+    "OnnxDetectionModelLoader": "load: pose/SAM2 models",
+    "DownloadAndLoadSAM2Model": "load: pose/SAM2 models",
+    "LoadImage": "inputs: read avatar + driving video",
+    "LoadVideo": "inputs: read avatar + driving video",
+    "GetVideoComponents": "inputs: decode driving video",
+    "ImageResizeKJv2": "preprocess: avatar resize",
+    "CLIPVisionEncode": "encode: CLIP vision + text",
+    "CLIPTextEncode": "encode: CLIP vision + text",
+    "PoseAndFaceDetection": "preprocess: pose + face detection (ONNX)",
+    "DrawViTPose": "preprocess: draw pose video",
+    "Sam2Segmentation": "preprocess: SAM2 person mask",
+    "GrowMaskWithBlur": "preprocess: mask grow/blockify + background",
+    "BlockifyMask": "preprocess: mask grow/blockify + background",
+    "DrawMaskOnImage": "preprocess: mask grow/blockify + background",
+    ANIMATE_CLASS: "window: conditioning (WanAnimateToVideo, VAE encodes)",
+    SAMPLER_CLASS: "window: sampler (KSampler)",
+    "TrimVideoLatent": "window: VAE decode + trims",
+    "VAEDecode": "window: VAE decode + trims",
+    "ImageFromBatch": "window: VAE decode + trims",
+    "BatchImagesNode": "output: join frames + encode MP4",
+    "CreateVideo": "output: join frames + encode MP4",
+    "SaveVideo": "output: join frames + encode MP4",
+}
+STAGE_ORDER = [
+    "load: models (file -> RAM)",
+    "load: pose/SAM2 models",
+    "inputs: read avatar + driving video",
+    "inputs: decode driving video",
+    "preprocess: avatar resize",
+    "encode: CLIP vision + text",
+    "preprocess: pose + face detection (ONNX)",
+    "preprocess: draw pose video",
+    "preprocess: SAM2 person mask",
+    "preprocess: mask grow/blockify + background",
+    "window: conditioning (WanAnimateToVideo, VAE encodes)",
+    "window: sampler (KSampler)",
+    "window: VAE decode + trims",
+    "output: join frames + encode MP4",
+]
+
+
+def stage_of(class_type: str) -> str:
+    return STAGE_OF_CLASS.get(class_type, f"other: {class_type}")
+
+
+def _links(inputs: Mapping[str, Any]) -> list[str]:
+    return [
+        str(v[0]) for v in inputs.values() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int)
+    ]
+
+
+def windows_of(graph: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Generation window (1-based) of every per-window node; clip-level nodes are absent.
+
+    Window k's WanAnimateToVideo is the k-th in the chain (each extension depends on the
+    previous window). A node belongs to the latest window it depends on; the collector that
+    joins several windows, and everything after it, is clip-level.
+    """
+    memo: dict[str, int | None] = {}
+    collectors: set[str] = set()
+
+    def window(node_id: str) -> int | None:
+        if node_id in memo:
+            return memo[node_id]
+        memo[node_id] = None  # cycle guard; ComfyUI rejects cycles anyway
+        node = graph[node_id]
+        parents = [p for p in _links(node["inputs"]) if p in graph]
+        parent_windows = {w for w in (window(p) for p in parents) if w is not None}
+        if any(p in collectors for p in parents) or (
+            len(parent_windows) > 1 and node["class_type"] != ANIMATE_CLASS
+        ):
+            collectors.add(node_id)
+            memo[node_id] = None
+            return None
+        result = max(parent_windows) if parent_windows else None
+        if node["class_type"] == ANIMATE_CLASS:
+            result = (result or 0) + 1
+        memo[node_id] = result
+        return result
+
+    return {node_id: w for node_id in graph if (w := window(node_id)) is not None}
+
+
+@dataclass
+class NodeRun:
+    node: str
+    class_type: str
+    start: float
+    end: float
+    peak_allocated_gib: float | None = None  # torch allocator peak during the node
+    peak_used_gib: float | None = None  # whole-device peak (NVML), what a second process would see
+    gpu_busy_s: float | None = None  # NVML utilisation samples > 0, in seconds
+    gpu_idle_s: float | None = None  # NVML utilisation samples == 0, in seconds
+    steps: list[float] = field(default_factory=list)  # sampler step durations
+    stand_in: bool = False  # a stand-in of this benchmark ran instead of the real node
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class StageRow:
+    stage: str
+    nodes: int
+    windows: int  # 0 for clip-level stages
+    total_s: float
+    median_window_s: float | None  # per-window stages: median over windows
+    peak_allocated_gib: float | None
+    peak_used_gib: float | None
+    gpu_idle_s: float | None  # total over the stage
+    stand_in: bool
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def aggregate(runs: list[NodeRun], windows: Mapping[str, int]) -> list[StageRow]:
+    by_stage: dict[str, list[NodeRun]] = {}
+    for run in runs:
+        by_stage.setdefault(stage_of(run.class_type), []).append(run)
+    rows = []
+    order = STAGE_ORDER + sorted(set(by_stage) - set(STAGE_ORDER))
+    for stage in order:
+        stage_runs = by_stage.get(stage)
+        if not stage_runs:
+            continue
+        per_window: dict[int, float] = {}
+        for run in stage_runs:
+            if stage.startswith("window:") and run.node in windows:
+                per_window[windows[run.node]] = per_window.get(windows[run.node], 0.0) + run.seconds
+        rows.append(
+            StageRow(
+                stage=stage,
+                nodes=len(stage_runs),
+                windows=len(per_window),
+                total_s=sum(r.seconds for r in stage_runs),
+                median_window_s=statistics.median(per_window.values()) if per_window else None,
+                peak_allocated_gib=_max(r.peak_allocated_gib for r in stage_runs),
+                peak_used_gib=_max(r.peak_used_gib for r in stage_runs),
+                gpu_idle_s=_sum(r.gpu_idle_s for r in stage_runs),
+                stand_in=any(r.stand_in for r in stage_runs),
+            )
+        )
+    return rows
+
+
+def sampler_steps(runs: list[NodeRun]) -> list[float]:
+    """Every sampler step of the clip, window 1's first step (weight upload, LoRA merge) left out."""
+    steps: list[float] = []
+    for index, run in enumerate(r for r in runs if r.class_type == SAMPLER_CLASS):
+        steps.extend(run.steps[1:] if index == 0 else run.steps)
+    return steps
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    median_step_s: float
+    steps_timed: int
+    measured_clip: bool  # the whole clip ran with this backend (else derived from the steps)
+
+
+def clip_seconds_by_backend(
+    clip_total_s: float,
+    clip_backend: str,
+    clip_step_s: float,
+    steps_per_clip: int,
+    comparisons: list[BackendResult],
+) -> dict[str, float]:
+    """Clip total for each backend: the measured clip with its sampler steps re-priced.
+
+    Only the sampler's attention differs between backends (the conditioning, decode and
+    preprocessing do not use the Wan DiT), so each other backend's clip is the measured
+    clip + steps_per_clip x (its median step - the measured backend's median step).
+    """
+    totals = {clip_backend: clip_total_s}
+    for result in comparisons:
+        if result.backend == clip_backend:
+            continue
+        totals[result.backend] = clip_total_s + steps_per_clip * (result.median_step_s - clip_step_s)
+    return totals
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_table(rows: list[StageRow], *, windows: int) -> str:
+    lines = [
+        f"| stage | nodes | s / window (median of {windows}) | s / clip | peak GPU mem allocated / "
+        "device used (GiB) | GPU idle s / clip | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        note = "stand-in, not measured (see below)" if row.stand_in else ""
+        lines.append(
+            f"| {row.stage} | {row.nodes} | {_fmt(row.median_window_s)} | {_fmt(row.total_s)} | "
+            f"{_fmt(row.peak_allocated_gib)} / {_fmt(row.peak_used_gib)} | {_fmt(row.gpu_idle_s)} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def render_backends(
+    results: list[BackendResult], clip_totals: Mapping[str, float], steps_per_window: int, windows: int
+) -> str:
+    best = min(r.median_step_s for r in results) if results else None
+    lines = [
+        f"| attention backend | s / step (median) | sampler s / window ({steps_per_window} steps) "
+        "| vs best | GPU s / clip | how |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(results, key=lambda r: r.median_step_s):
+        vs = f"+{(r.median_step_s / best - 1) * 100:.0f} %" if best else "–"
+        how = (
+            f"whole clip measured ({windows} windows)"
+            if r.measured_clip
+            else f"{r.steps_timed} steps measured"
+        )
+        clip = clip_totals.get(r.backend)
+        lines.append(
+            f"| {r.backend} | {r.median_step_s:.2f} | {r.median_step_s * steps_per_window:.1f} | {vs} | "
+            f"{_fmt(clip)}{'' if r.measured_clip else ' [D]'} | {how} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""GPU seconds of one clip through the pinned workflow, per stage and per attention backend.
+
+    python bench/gpu_bench.py --comfy /path/to/ComfyUI              # 10-s clip, 1280x720, 240 frames
+    python bench/gpu_bench.py --comfy /path/to/ComfyUI --tiny --cpu # the same path at toy size, no GPU
+
+ComfyUI is imported from --comfy (none of its code is here) and started in this process as its
+main.py starts it. The graph is the one the worker submits (``Workflow.load(...).build(...)`` for
+--frames), checked by ComfyUI's ``validate_prompt`` and run by its ``PromptExecutor``. Model files
+are shape-true random weights (bench/gpu/weights.py) written under the manifest's file names.
+Classes of custom node packs that are not supplied with --custom-nodes run as stand-ins of the
+right output shapes (bench/gpu/standins.py) and are marked as not measured.
+
+Then, for every other attention backend available, window 1's sampler is run again for
+--compare-steps steps (everything upstream comes from ComfyUI's cache) and its clip total is
+derived from the measured clip. Results: OUT/results.json and OUT/table.md (OUT = --out or $OUT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.gpu import plan, stages  # noqa: E402
+
+ATTENTION_NODE = REPO / "comfyui_nodes" / "wan_worker_attention"
+DEFAULT_WORKFLOW = REPO / "workflows" / "wan22_animate_replace.json"
+BACKENDS = ("cudnn", "flash", "sage")
+T0 = time.perf_counter()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--comfy", type=Path, required=True, help="a ComfyUI checkout (the pinned commit)")
+    parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
+    parser.add_argument(
+        "--frames", type=int, help="driving video frames (default 240 = 10 s at 24 fps; tiny 100)"
+    )
+    parser.add_argument("--width", type=int, help="default 1280 (tiny 64)")
+    parser.add_argument("--height", type=int, help="default 720 (tiny 64)")
+    parser.add_argument(
+        "--steps", type=int, help="sampler steps per window (default: the workflow's WAN_STEPS)"
+    )
+    parser.add_argument("--tiny", action="store_true", help="toy DiT and sizes; text encoder replaced")
+    parser.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU")
+    parser.add_argument(
+        "--mode",
+        choices=("clip", "compare", "both"),
+        default="both",
+        help="clip: the whole clip; compare: window 1 + per-backend sampler steps; both",
+    )
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="attention backends compared on window 1 (those unavailable are skipped)",
+    )
+    parser.add_argument("--compare-steps", type=int, default=3)
+    parser.add_argument(
+        "--custom-nodes",
+        type=Path,
+        action="append",
+        default=[],
+        help="a custom node pack folder to load for real (repeatable)",
+    )
+    parser.add_argument(
+        "--models", type=Path, help="where the random model files go (default: /dev/shm if room)"
+    )
+    parser.add_argument("--fresh-models", action="store_true", help="rewrite model files even if present")
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "bench" / "results" / "gpu")
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/wan-gpu-bench-work"),
+        help="ComfyUI's input/output/temp folders for the run",
+    )
+    parser.add_argument(
+        "--budget-s", type=float, default=1e9, help="skip backend comparisons past this many seconds"
+    )
+    opts = parser.parse_args(argv)
+    opts.frames = opts.frames or (100 if opts.tiny else 240)
+    opts.width = opts.width or (64 if opts.tiny else 1280)
+    opts.height = opts.height or (64 if opts.tiny else 720)
+    return opts
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {message}", flush=True)
+
+
+class Results:
+    """results.json, rewritten after every record so a run cut short still leaves what it measured."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "results.json"
+        self.data: dict[str, Any] = {"info": {}, "files": [], "clip": {}, "backends": [], "notes": []}
+
+    def set(self, section: str, key: str, value: Any) -> None:
+        self.data[section][key] = value
+        self.save()
+
+    def add(self, section: str, value: Any) -> None:
+        self.data[section].append(value)
+        self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+
+
+def repo_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("BENCH_COMMIT", "unknown")
+
+
+def default_models_dir(tiny: bool) -> Path:
+    shm = Path("/dev/shm")
+    need = 3e9 if tiny else 32e9  # DiT 17.3 + umt5 6.7 + LoRAs 2.2 + CLIP 1.3 + VAE 0.3 GB, and room to spare
+    if shm.is_dir() and os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize > need:
+        return shm / "wan-gpu-bench-models"
+    return Path("/tmp/wan-gpu-bench-models")
+
+
+def build_graph(opts: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    from worker.workflow import Workflow, WorkflowParams
+
+    env = dict(os.environ)
+    if opts.steps:
+        env["WAN_STEPS"] = str(opts.steps)
+    workflow = Workflow.load(opts.workflow, env=env)
+    params = WorkflowParams(
+        image="bench_avatar.png",
+        driving_video="bench_driving.mp4",
+        frames=opts.frames,
+        filename_prefix="gpu-bench/clip",
+        seed=int(workflow.defaults.get("seed", 42)),
+        prompt=str(workflow.defaults.get("prompt", "")),
+        negative_prompt=str(workflow.defaults.get("negative_prompt", "")),
+        width=opts.width,
+        height=opts.height,
+        fps=24.0,
+    )
+    return workflow.build(params), workflow
+
+
+def register_stand_ins(graph: dict[str, Any], tiny: bool, results: Results) -> set[str]:
+    import nodes
+
+    from bench.gpu.standins import PACK_STAND_INS, TINY_TEXT_STAND_INS
+
+    used = set()
+    for class_type in plan.stand_ins_needed(graph, nodes.NODE_CLASS_MAPPINGS):
+        if class_type not in PACK_STAND_INS:
+            raise SystemExit(
+                f"{class_type}: not in ComfyUI, not in a --custom-nodes pack, and no stand-in exists"
+            )
+        nodes.NODE_CLASS_MAPPINGS[class_type] = PACK_STAND_INS[class_type]
+        used.add(class_type)
+        results.add(
+            "notes", f"{class_type}: stand-in ({plan.WHY_NOT_MEASURED.get(class_type, 'pack not loaded')})"
+        )
+    if tiny:
+        for class_type, cls in TINY_TEXT_STAND_INS.items():
+            nodes.NODE_CLASS_MAPPINGS[class_type] = cls
+            used.add(class_type)
+        results.add("notes", "--tiny: CLIPLoader/CLIPTextEncode replaced by random umt5-shaped conditioning")
+    return used
+
+
+def make_models(opts: argparse.Namespace, graph: dict[str, Any], device: Any, results: Results) -> None:
+    import folder_paths
+
+    from bench.gpu.weights import WeightFactory
+
+    models_dir = opts.models or default_models_dir(opts.tiny)
+    factory = WeightFactory(opts.comfy, device, tiny=opts.tiny)
+    for spec in plan.model_files(graph):
+        folder_paths.add_model_folder_path(spec.folder, str(models_dir / spec.folder), is_default=True)
+        if opts.tiny and spec.builder == "umt5_fp8":
+            continue  # replaced by a stand-in
+        record = factory.make(spec, models_dir, reuse=not opts.fresh_models)
+        record["dir"] = str(models_dir)
+        results.add("files", record)
+        log(f"model file {spec.folder}/{spec.name}: {record}")
+
+
+def make_inputs(opts: argparse.Namespace) -> None:
+    import folder_paths
+
+    from bench.gpu.media import make_avatar, make_driving_video
+
+    input_dir = Path(folder_paths.get_input_directory())
+    make_avatar(input_dir / "bench_avatar.png", *((96, 128) if opts.tiny else (768, 1024)))
+    make_driving_video(
+        input_dir / "bench_driving.mp4", frames=opts.frames, width=opts.width, height=opts.height
+    )
+
+
+def output_frames(out_dir: Path) -> dict[str, Any]:
+    import av
+
+    videos = sorted((out_dir / "output").rglob("*.mp4"), key=lambda p: p.stat().st_mtime)
+    if not videos:
+        return {"file": None}
+    with av.open(str(videos[-1])) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return {"file": videos[-1].name, "frames": frames, "width": stream.width, "height": stream.height,
+                "fps": float(stream.average_rate or 0)}  # fmt: skip
+
+
+def first_window_sampler(graph: dict[str, Any]) -> str:
+    windows = stages.windows_of(graph)
+    samplers = [nid for nid, node in graph.items() if node["class_type"] == stages.SAMPLER_CLASS]
+    return min(samplers, key=lambda nid: windows.get(nid, 10**6))
+
+
+def ancestors(graph: dict[str, Any], node_id: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [node_id]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for value in graph[current]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                stack.append(str(value[0]))
+    return seen
+
+
+def run_clip(
+    runtime: Any, graph: dict[str, Any], opts: argparse.Namespace, results: Results
+) -> dict[str, Any]:
+    windows = stages.windows_of(graph)
+    n_windows = max(windows.values(), default=0)
+    log(f"clip: {opts.frames} frames, {n_windows} windows, {len(graph)} nodes")
+    runs, wall = runtime.run(graph)
+    rows = stages.aggregate(runs, windows)
+    steps = stages.sampler_steps(runs)
+    samplers = [r for r in runs if r.class_type == stages.SAMPLER_CLASS]
+    later = [r.seconds for r in samplers[1:]]
+    upload = samplers[0].seconds - statistics.median(later) if later else None
+    loads = sum(row.total_s for row in rows if row.stage.startswith("load:"))
+    clip = {
+        "frames": opts.frames,
+        "windows": n_windows,
+        "steps_per_window": len(samplers[0].steps) if samplers else 0,
+        "gpu_seconds": round(wall, 2),
+        "gpu_seconds_warm_worker_derived": round(wall - loads - (upload or 0.0), 2),
+        "first_sampler_extra_s": round(upload, 2) if upload is not None else None,
+        "median_step_s": round(statistics.median(steps), 3) if steps else None,
+        "stages": [asdict(row) for row in rows],
+        "runs": [asdict(run) for run in runs],
+        "output": output_frames(opts.work),
+    }
+    results.set("clip", "result", clip)
+    table = stages.render_table(rows, windows=n_windows)
+    log("per stage:\n" + table)
+    return clip
+
+
+def compare_backends(runtime: Any, node: Any, graph: dict[str, Any], opts: argparse.Namespace,
+                     results: Results, clip: dict[str, Any] | None,
+                     ) -> list[stages.BackendResult]:  # fmt: skip
+    """Window 1's sampler again, for --compare-steps steps, with each backend (inputs from the cache)."""
+    sampler = first_window_sampler(graph)
+    sub = {nid: json.loads(json.dumps(graph[nid])) for nid in ancestors(graph, sampler)}
+    sub[sampler]["inputs"]["steps"] = opts.compare_steps
+    compared: list[stages.BackendResult] = []
+    clip_backend = node.STATE.get("backend")
+    if clip and clip.get("median_step_s"):
+        compared.append(
+            stages.BackendResult(
+                str(clip_backend),
+                clip["median_step_s"],
+                len(stages.sampler_steps([stages.NodeRun(**r) for r in clip["runs"]])),
+                measured_clip=True,
+            )
+        )
+    else:  # load the models and compute window 1's inputs once, untimed
+        log("compare: warm-up (loads models, window 1 conditioning)")
+        sub[sampler]["inputs"]["steps"] = 1
+        runtime.run(sub, outputs=[sampler])
+        sub[sampler]["inputs"]["steps"] = opts.compare_steps
+    requested = [b.strip() for b in opts.backends.split(",") if b.strip()]
+    for index, backend in enumerate(requested, start=1):
+        if backend == clip_backend and clip:
+            continue
+        if time.perf_counter() - T0 > opts.budget_s:
+            results.add("notes", f"backend {backend}: skipped, past --budget-s")
+            continue
+        with attention_backend(node, backend) as state:
+            if state is None:
+                continue
+            sub[sampler]["inputs"]["seed"] = 1000 + index  # a new seed: only the sampler re-runs
+            runs, _ = runtime.run(sub, outputs=[sampler])
+            steps = [s for r in runs if r.class_type == stages.SAMPLER_CLASS for s in r.steps]
+            timed = steps[1:] if len(steps) > 2 else steps
+            result = stages.BackendResult(
+                state["backend"], round(statistics.median(timed), 3), len(timed), False
+            )
+            log(f"compare {backend}: {result} ({state['reason']})")
+            results.add("backends", {**asdict(result), "state": state, "all_steps": steps})
+            compared.append(result)
+    return compared
+
+
+class attention_backend:
+    """Applies one backend through the custom node (sage by binding ComfyUI's sage function into the
+    Wan model modules, which is what --use-sage-attention does at start); restores afterwards."""
+
+    def __init__(self, node: Any, backend: str) -> None:
+        self.node, self.backend = node, backend
+        self.saved_state = dict(node.STATE)
+        self.rebound: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> dict[str, Any] | None:
+        if self.backend != "sage":
+            state = self.node.setup({"ATTENTION_BACKEND": self.backend})
+            if state["backend"] != self.backend:
+                log(f"compare {self.backend}: unavailable ({state['reason']})")
+                return None
+            return state
+        import comfy.ldm.modules.attention as attention
+        import comfy.ldm.wan.model
+        import comfy.ldm.wan.model_animate
+
+        if not getattr(attention, "SAGE_ATTENTION_IS_AVAILABLE", False):
+            log("compare sage: unavailable (sageattention does not import)")
+            return None
+        self.node.setup({"ATTENTION_BACKEND": "auto"})
+        for module in (comfy.ldm.wan.model, comfy.ldm.wan.model_animate):
+            self.rebound.append((module, module.optimized_attention))
+            module.optimized_attention = attention.attention_sage
+        import sageattention
+
+        version = getattr(sageattention, "__version__", "?")
+        return {
+            "requested": "sage",
+            "backend": "sage",
+            "reason": f"sageattention {version}, bound as at start",
+        }
+
+    def __exit__(self, *exc: Any) -> None:
+        for module, function in self.rebound:
+            module.optimized_attention = function
+        self.node.setup({"ATTENTION_BACKEND": self.saved_state.get("requested", "auto")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    results = Results(opts.out)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from bench.gpu.runtime import ComfyRuntime, set_env_defaults
+
+    set_env_defaults()
+    runtime = ComfyRuntime(opts.comfy, cpu=opts.cpu, work_dir=opts.work)
+    runtime.start()
+    import comfy.model_management as mm
+    import torch
+
+    node = runtime.load_custom_node(ATTENTION_NODE)
+    for folder in opts.custom_nodes:
+        runtime.load_custom_node(folder)
+    graph, workflow = build_graph(opts)
+    results.set("info", "date", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    results.set("info", "commit", repo_commit())
+    results.set("info", "device", torch.cuda.get_device_name(runtime.device) if runtime.cuda else "cpu")
+    results.set("info", "torch", torch.__version__)
+    results.set("info", "comfyui", __import__("comfyui_version").__version__)
+    results.set("info", "workflow", f"{workflow.path.name} sha256 {workflow.sha256[:12]}")
+    results.set("info", "attention", dict(node.STATE))
+    results.set("info", "opts", {k: str(v) for k, v in vars(opts).items()})
+    log(
+        f"ComfyUI {results.data['info']['comfyui']} on {results.data['info']['device']}, "
+        f"attention {node.STATE}"
+    )
+    runtime.server.stand_ins = register_stand_ins(graph, opts.tiny, results)
+    make_inputs(opts)
+    make_models(opts, graph, mm.get_torch_device() if runtime.cuda else torch.device("cpu"), results)
+
+    clip = run_clip(runtime, graph, opts, results) if opts.mode in ("clip", "both") else None
+    compared: list[stages.BackendResult] = []
+    if opts.mode in ("compare", "both"):
+        compared = compare_backends(runtime, node, graph, opts, results, clip)
+    report = [f"# {results.data['info']['device']} · {opts.width}x{opts.height} · {opts.frames} frames"]
+    if clip:
+        rows = [stages.StageRow(**row) for row in clip["stages"]]
+        report += [stages.render_table(rows, windows=clip["windows"]), "",
+                   f"GPU seconds per clip [M]: {clip['gpu_seconds']:.1f} (warm worker [D]: "
+                   f"{clip['gpu_seconds_warm_worker_derived']:.1f}); output: {clip['output']}"]  # fmt: skip
+    if compared:
+        steps_per_window = clip["steps_per_window"] if clip else opts.compare_steps
+        totals = {}
+        if clip:
+            totals = stages.clip_seconds_by_backend(
+                clip["gpu_seconds"],
+                compared[0].backend,
+                compared[0].median_step_s,
+                clip["steps_per_window"] * clip["windows"],
+                compared,
+            )
+        report += [
+            "",
+            stages.render_backends(compared, totals, steps_per_window, clip["windows"] if clip else 1),
+        ]
+    report += ["", *results.data["notes"]]
+    text = "\n".join(report)
+    (opts.out / "table.md").write_text(text + "\n")
+    print("\n" + text, flush=True)
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
