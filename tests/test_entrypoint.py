@@ -61,12 +61,12 @@ def comfy():
     mode = os.environ.get("FAKE_COMFY", "ready")
     port = int(sys.argv[sys.argv.index("--port") + 1])
     print("\x1b[32m[INFO]\x1b[0m fake ComfyUI booting", flush=True)
+    if os.environ.get("FAKE_COMFY_WAIT_FOR_DOWNLOAD") == "1":
+        wait_for("download.start")
     if mode == "crash":
         print("Traceback (most recent call last):", flush=True)
         print("RuntimeError: fake CUDA error during boot", flush=True)
         sys.exit(3)
-    if os.environ.get("FAKE_COMFY_WAIT_FOR_DOWNLOAD") == "1":
-        wait_for("download.start")
     time.sleep(float(os.environ.get("FAKE_COMFY_DELAY_S", "0")))
     if mode == "never":
         while True:
@@ -265,16 +265,18 @@ def test_the_handler_waits_for_the_download_when_comfyui_is_ready_first(box: Box
 
 
 def test_comfyui_not_ready_in_time_exits_non_zero_with_its_log(box: Box) -> None:
-    run = box.run(FAKE_COMFY="never", COMFY_READY_TIMEOUT_S="1")
+    # The download waits for ComfyUI's stand-in to start, so it is up (and its SIGTERM trap set)
+    # before the readiness wait can run out, however loaded the machine is.
+    run = box.run(FAKE_COMFY="never", COMFY_READY_TIMEOUT_S="3", FAKE_DOWNLOAD_WAIT_FOR_COMFY="1")
     assert run.code != 0
-    assert "ComfyUI not ready after 1 s" in run.output
+    assert "ComfyUI not ready after 3 s" in run.output
     assert "[comfyui last lines] [INFO] fake ComfyUI booting" in run.output
     assert box.has("comfy.sigterm")
     assert not box.has("handler.start")
 
 
 def test_comfyui_crash_during_boot_exits_non_zero_with_its_last_lines(box: Box) -> None:
-    run = box.run(FAKE_COMFY="crash", FAKE_DOWNLOAD="hang")
+    run = box.run(FAKE_COMFY="crash", FAKE_DOWNLOAD="hang", FAKE_COMFY_WAIT_FOR_DOWNLOAD="1")
     assert run.code != 0
     assert "ComfyUI exited (code 3) while booting" in run.output
     assert "[comfyui last lines] RuntimeError: fake CUDA error during boot" in run.output
@@ -291,7 +293,7 @@ def test_comfyui_crash_while_the_handler_runs_exits_non_zero(box: Box) -> None:
 
 
 def test_a_failed_model_download_exits_non_zero_and_stops_comfyui(box: Box) -> None:
-    run = box.run(FAKE_DOWNLOAD="fail", FAKE_COMFY="never")
+    run = box.run(FAKE_DOWNLOAD="fail", FAKE_COMFY="never", FAKE_DOWNLOAD_WAIT_FOR_COMFY="1")
     assert run.code != 0
     assert "model download failed (exit code 5)" in run.output
     assert "[models] ERROR: 404 for diffusion_models/wan.safetensors" in run.output
