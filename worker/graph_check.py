@@ -37,6 +37,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from worker.apigraph import is_link, upstream
 from worker.config import DEFAULT_WORKFLOW, REPO_ROOT
 from worker.errors import WorkerError
 
@@ -139,7 +140,7 @@ class _Checker:
 
     def link(self, node_id: str, name: str) -> tuple[str, int] | None:
         value = self.graph[node_id]["inputs"].get(name)
-        return (value[0], value[1]) if _is_link(value) else None
+        return (value[0], value[1]) if is_link(value) else None
 
     def source(self, node_id: str, name: str) -> tuple[str, int] | None:
         """(class, slot) feeding ``name``, when it is a link to a known node."""
@@ -218,7 +219,7 @@ class _Checker:
                 self.add(node_id, f"{name}={value!r} is not one of {shown} (value_not_in_list)")
 
     def check_link(self, node_id: str, name: str, input_type: str, value: list[Any]) -> None:
-        if not _is_link(value):
+        if not is_link(value):
             self.add(node_id, f"{name}={value!r} is not a link [node_id, output_slot]")
             return
         source_id, slot = value
@@ -272,7 +273,7 @@ class _Checker:
         if outputs:
             used: set[str] = set()
             for output in outputs:
-                used |= _upstream(self.graph, output)
+                used |= upstream(self.graph, output)
             for node_id in self.graph:
                 if node_id not in used:
                     self.add(node_id, "no output node uses it, so ComfyUI would neither validate nor run it")
@@ -401,7 +402,7 @@ class _Checker:
             (other, name)
             for other, node in self.graph.items()
             for name, value in node["inputs"].items()
-            if _is_link(value) and value[0] == node_id
+            if is_link(value) and value[0] == node_id
         ]
 
     def check_sizes(self, width: int | None, height: int | None) -> None:
@@ -492,11 +493,11 @@ class _FrameCounter:
 
     def images(self, node_id: str, name: str) -> int | None:
         value = self.graph[node_id]["inputs"].get(name)
-        return self.output(value[0], value[1]) if _is_link(value) and value[0] in self.graph else None
+        return self.output(value[0], value[1]) if is_link(value) and value[0] in self.graph else None
 
     def ints(self, node_id: str, name: str) -> int | None:
         value = self.graph[node_id]["inputs"].get(name)
-        if _is_link(value):
+        if is_link(value):
             return self.output(value[0], value[1]) if value[0] in self.graph else None
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -534,7 +535,7 @@ class _FrameCounter:
     def latent(self, node_id: str, name: str) -> int | None:
         """Latent frames (4 video frames each, the first one 1) reaching ``name``."""
         value = self.graph[node_id]["inputs"].get(name)
-        if not _is_link(value) or value[0] not in self.graph:
+        if not is_link(value) or value[0] not in self.graph:
             return None
         source = self.graph[value[0]]
         if source["class_type"] == "KSampler":
@@ -550,7 +551,7 @@ class _FrameCounter:
 
     def continuation_frames(self, animate: str) -> int | None:
         """WanAnimateToVideo's trim_image: the frames it re-generates from continue_motion."""
-        if not _is_link(self.graph[animate]["inputs"].get("continue_motion")):
+        if not is_link(self.graph[animate]["inputs"].get("continue_motion")):
             return 0
         given = self.images(animate, "continue_motion")
         most = self.ints(animate, "continue_motion_max_frames")
@@ -620,7 +621,7 @@ def _find_cycle(graph: Mapping[str, Any]) -> list[str] | None:
         state[node_id] = 1
         path.append(node_id)
         for value in graph[node_id]["inputs"].values():
-            if not _is_link(value) or value[0] not in graph:
+            if not is_link(value) or value[0] not in graph:
                 continue
             if state.get(value[0]) == 1:
                 return [*path[path.index(value[0]) :], value[0]]
@@ -634,28 +635,6 @@ def _find_cycle(graph: Mapping[str, Any]) -> list[str] | None:
         if node_id not in state and (found := visit(node_id)):
             return found
     return None
-
-
-def _upstream(graph: Mapping[str, Any], node_id: str) -> set[str]:
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in graph:
-            continue
-        seen.add(current)
-        stack.extend(v[0] for v in graph[current]["inputs"].values() if _is_link(v))
-    return seen
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
 
 
 # -- catalogue and manifest -------------------------------------------------------------------
@@ -727,19 +706,11 @@ def main(argv: list[str] | None = None) -> int:
         return _extract(args.source, args.catalogue)
     if args.frames is None or args.frames < 1:
         parser.error("--frames N (at least 1) is required")
-    from worker.workflow import Workflow, WorkflowParams
+    from worker.workflow import Workflow
 
     try:
         workflow = Workflow.load(args.workflow)
-        params = WorkflowParams(
-            image="avatar.png",
-            driving_video="driving.mp4",
-            frames=args.frames,
-            filename_prefix="wan-worker/check",
-            seed=int(workflow.defaults.get("seed", 42)),
-            prompt=str(workflow.defaults.get("prompt", "")),
-            negative_prompt=str(workflow.defaults.get("negative_prompt", "")),
-        )
+        params = workflow.example_params(args.frames, filename_prefix="wan-worker/check")
         graph = workflow.build(params)
     except WorkerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -153,20 +153,7 @@ class JobRunner:
     def _check_workflow_at_start(self) -> None:
         """A broken workflow stops the worker at start, not on the first job."""
         for frames in (1, 150):
-            self.checked_graph(
-                WorkflowParams(
-                    image="avatar.png",
-                    driving_video="driving.mp4",
-                    frames=frames,
-                    filename_prefix="wan-worker/start-check",
-                    seed=0,
-                    prompt="",
-                    negative_prompt="",
-                    width=OUTPUT_WIDTH,
-                    height=OUTPUT_HEIGHT,
-                    fps=float(OUTPUT_FPS),
-                )
-            )
+            self.checked_graph(self.workflow.example_params(frames, filename_prefix="wan-worker/start-check"))
 
     def attention_backend(self) -> dict[str, Any] | None:
         """What ComfyUI's attention node says it runs with (fixed for the process's life);

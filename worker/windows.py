@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worker.apigraph import is_link, upstream
 from worker.errors import ErrorCode, WorkerError
 
 TITLE_PLACEHOLDER = "{window}"
@@ -181,7 +182,7 @@ def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
     first_only = _window_one_chain(graph, spec)
     for node_id in spec.extension_nodes:
         for name, value in graph[node_id]["inputs"].items():
-            if _is_link(value) and value[0] in first_only and value[0] not in spec.previous:
+            if is_link(value) and value[0] in first_only and value[0] not in spec.previous:
                 raise _invalid(
                     f"node {node_id}.{name} links window-1 node {value[0]}, which windows.extension.previous "
                     "does not map to an extension counterpart"
@@ -227,7 +228,7 @@ def expand_windows(graph: dict[str, Any], raw_spec: Mapping[str, Any], *, frames
                     raise _invalid(f"window {window.index}: node id {new_id} is already taken")
                 node = copy.deepcopy(graph[template_id])
                 for name, value in node["inputs"].items():
-                    if not _is_link(value):
+                    if not is_link(value):
                         continue
                     if value[0] in ids:
                         node["inputs"][name] = [ids[value[0]], value[1]]
@@ -260,32 +261,11 @@ def _window_one_chain(graph: Mapping[str, Any], spec: WindowSpec) -> set[str]:
         changed = False
         for node_id, node in graph.items():
             if node_id not in downstream and any(
-                _is_link(v) and v[0] in downstream for v in node["inputs"].values()
+                is_link(v) and v[0] in downstream for v in node["inputs"].values()
             ):
                 downstream.add(node_id)
                 changed = True
-    return downstream & _upstream(graph, spec.first_images)
-
-
-def _upstream(graph: Mapping[str, Any], node_id: str) -> set[str]:
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in graph:
-            continue
-        seen.add(current)
-        stack.extend(v[0] for v in graph[current]["inputs"].values() if _is_link(v))
-    return seen
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-    )
+    return downstream & upstream(graph, spec.first_images)
 
 
 def _invalid(message: str) -> WorkerError:

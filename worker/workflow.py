@@ -143,6 +143,21 @@ class Workflow:
         if self.windows is not None:
             check_spec(self.graph, self.windows)
 
+    def example_params(
+        self, frames: int, *, seed: int | None = None, filename_prefix: str = "wan-worker/example"
+    ) -> WorkflowParams:
+        """Parameters for ``frames`` with placeholder inputs and this workflow's defaults: what the
+        CLIs print and check, and what the worker checks at start."""
+        return WorkflowParams(
+            image="avatar.png",
+            driving_video="driving.mp4",
+            frames=frames,
+            filename_prefix=filename_prefix,
+            seed=seed if seed is not None else int(self.defaults.get("seed", 42)),
+            prompt=str(self.defaults.get("prompt", "")),
+            negative_prompt=str(self.defaults.get("negative_prompt", "")),
+        )
+
     def build(self, params: WorkflowParams) -> dict[str, Any]:
         """The API graph for one job: bound values set, then expanded for its length."""
         graph = copy.deepcopy(self.graph)
@@ -226,16 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be at least 1")
     try:
         workflow = Workflow.load(args.workflow)
-        params = WorkflowParams(
-            image="avatar.png",
-            driving_video="driving.mp4",
-            frames=args.frames,
-            filename_prefix="wan-worker/example",
-            seed=args.seed if args.seed is not None else int(workflow.defaults.get("seed", 42)),
-            prompt=str(workflow.defaults.get("prompt", "")),
-            negative_prompt=str(workflow.defaults.get("negative_prompt", "")),
-        )
-        graph = workflow.build(params)
+        graph = workflow.build(workflow.example_params(args.frames, seed=args.seed))
     except WorkerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
