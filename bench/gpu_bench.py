@@ -346,6 +346,10 @@ class attention_backend:
         if not getattr(attention, "SAGE_ATTENTION_IS_AVAILABLE", False):
             log("compare sage: unavailable (sageattention does not import)")
             return None
+        problem = sage_kernel_problem()
+        if problem:  # ComfyUI would log the error and silently run PyTorch attention instead
+            log(f"compare sage: its kernel fails here ({problem})")
+            return None
         self.node.setup({"ATTENTION_BACKEND": "auto"})
         for module in (comfy.ldm.wan.model, comfy.ldm.wan.model_animate):
             self.rebound.append((module, module.optimized_attention))
@@ -363,6 +367,20 @@ class attention_backend:
         for module, function in self.rebound:
             module.optimized_attention = function
         self.node.setup({"ATTENTION_BACKEND": self.saved_state.get("requested", "auto")})
+
+
+def sage_kernel_problem() -> str | None:
+    """One small sage call at Wan's head size on the GPU; the error text if it fails."""
+    import torch
+    from sageattention import sageattn
+
+    try:
+        q = torch.randn((1, 40, 1024, 128), device="cuda", dtype=torch.float16)
+        sageattn(q, q, q, tensor_layout="HND", is_causal=False)
+        torch.cuda.synchronize()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,4 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: ComfyUI's native extensions can crash in it
