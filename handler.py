@@ -73,6 +73,11 @@ def main() -> None:
     except WorkerError as exc:
         print(f"wan-worker: {exc.message}", file=sys.stderr)
         sys.exit(2)
+    try:
+        runner.storage.check_bucket()
+    except WorkerError as exc:
+        # Not fatal: MinIO may come back; each job reports STORAGE_ERROR meanwhile.
+        log_event("storage_unreachable_at_start", level="warning", error=exc.message)
     log_event(
         "worker_ready",
         workflow=runner.workflow.name,
