@@ -226,6 +226,13 @@ def output_frames(out_dir: Path) -> dict[str, Any]:
                 "fps": float(stream.average_rate or 0)}  # fmt: skip
 
 
+def loaded_models() -> list[str]:
+    """The model classes ComfyUI detected and loaded (WAN22_Animate for the DiT)."""
+    import comfy.model_management as mm
+
+    return sorted({type(getattr(m.model, "model", m.model)).__name__ for m in mm.current_loaded_models})
+
+
 def first_window_sampler(graph: dict[str, Any]) -> str:
     windows = stages.windows_of(graph)
     samplers = [nid for nid, node in graph.items() if node["class_type"] == stages.SAMPLER_CLASS]
@@ -253,6 +260,7 @@ def run_clip(
     n_windows = max(windows.values(), default=0)
     log(f"clip: {opts.frames} frames, {n_windows} windows, {len(graph)} nodes")
     runs, wall = runtime.run(graph)
+    results.set("info", "loaded_models", loaded_models())
     rows = stages.aggregate(runs, windows)
     steps = stages.sampler_steps(runs)
     samplers = [r for r in runs if r.class_type == stages.SAMPLER_CLASS]

@@ -66,6 +66,9 @@ STAGE_ORDER = [
 ]
 
 
+OUTPUT_STAGE = "output: join frames + encode MP4"
+
+
 def stage_of(class_type: str) -> str:
     return STAGE_OF_CLASS.get(class_type, f"other: {class_type}")
 
@@ -152,7 +155,10 @@ def _sum(values: Iterable[float | None]) -> float | None:
 def aggregate(runs: list[NodeRun], windows: Mapping[str, int]) -> list[StageRow]:
     by_stage: dict[str, list[NodeRun]] = {}
     for run in runs:
-        by_stage.setdefault(stage_of(run.class_type), []).append(run)
+        stage = stage_of(run.class_type)
+        if stage.startswith("window:") and run.node not in windows:
+            stage = OUTPUT_STAGE  # e.g. the final cut to N frames, after all windows are joined
+        by_stage.setdefault(stage, []).append(run)
     rows = []
     order = STAGE_ORDER + sorted(set(by_stage) - set(STAGE_ORDER))
     for stage in order:

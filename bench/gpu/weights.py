@@ -37,7 +37,7 @@ SAFETENSORS_DTYPE = {
     torch.float8_e4m3fn: "F8_E4M3",
 }
 DIT_FULL = {"dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40}
-DIT_TINY = {"dim": 256, "ffn_dim": 512, "num_heads": 2, "num_layers": 2}
+DIT_TINY = {"dim": 256, "ffn_dim": 512, "num_heads": 2, "num_layers": 5}  # 5: one face-adapter block
 
 
 class WeightFactory:
