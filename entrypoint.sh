@@ -175,16 +175,24 @@ check_configuration() {
     exit 2
 }
 
-# --use-sage-attention only when asked for AND the package imports; a missing optional package never
-# stops the worker.
+# --use-sage-attention only when asked for (ENABLE_SAGE_ATTENTION=1 or ATTENTION_BACKEND=sage: only this
+# start flag can switch ComfyUI to sage) AND the package imports; a missing optional package never
+# stops the worker (the attention node then falls back and says so in each result).
 sage_attention_flag() {
-    is_true "$ENABLE_SAGE_ATTENTION" || return 1
+    local asked_by
+    if is_true "$ENABLE_SAGE_ATTENTION"; then
+        asked_by="ENABLE_SAGE_ATTENTION=${ENABLE_SAGE_ATTENTION}"
+    elif [[ ${ATTENTION_BACKEND:-auto} == sage ]]; then
+        asked_by="ATTENTION_BACKEND=sage"
+    else
+        return 1
+    fi
     local error
     if error=$("$PYTHON" -c 'import sageattention' 2>&1); then
-        log "sage attention: enabled (ENABLE_SAGE_ATTENTION=${ENABLE_SAGE_ATTENTION}, sageattention imports)"
+        log "sage attention: enabled (${asked_by}, sageattention imports)"
         return 0
     fi
-    log "WARNING: ENABLE_SAGE_ATTENTION=${ENABLE_SAGE_ATTENTION} but sageattention does not import" \
+    log "WARNING: ${asked_by} but sageattention does not import" \
         "(${error##*$'\n'}); ComfyUI starts without --use-sage-attention"
     return 1
 }

@@ -25,6 +25,8 @@ def test_defaults() -> None:
     assert settings.output_prefix == "outputs"
     assert settings.workflow.name == "model_free_still.json"
     assert settings.job_timeout_s < 1200  # below the endpoint's execution timeout
+    assert settings.attention_backend == "auto"
+    assert Settings.from_env({**REQUIRED, "ATTENTION_BACKEND": "CUDNN"}).attention_backend == "cudnn"
 
 
 def test_all_problems_are_reported_at_once() -> None:
@@ -34,6 +36,7 @@ def test_all_problems_are_reported_at_once() -> None:
         "JOB_TIMEOUT_S": "-5",
         "COMFY_URL": "ftp://x",
         "WORKFLOW": "workflows/nope.json",
+        "ATTENTION_BACKEND": "fastest",
     }
     with pytest.raises(WorkerError) as caught:
         Settings.from_env(env)
@@ -49,6 +52,7 @@ def test_all_problems_are_reported_at_once() -> None:
         "JOB_TIMEOUT_S",
         "COMFY_URL",
         "WORKFLOW",
+        "ATTENTION_BACKEND",
     ):
         assert name in problems
 

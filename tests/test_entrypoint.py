@@ -325,6 +325,17 @@ def test_sage_attention_flag_only_when_enabled_and_importable(
         assert "stand-in: no CUDA kernels for this GPU" in run.output
 
 
+@pytest.mark.parametrize(("package", "flag_expected"), [(SAGE_OK, True), (SAGE_BROKEN, False)])
+def test_attention_backend_sage_asks_for_the_sage_flag(box: Box, package: str, flag_expected: bool) -> None:
+    (box.sage_dir / "sageattention.py").write_text(package)
+    run = box.run(ATTENTION_BACKEND="sage")
+    assert run.code == 0, run.output
+    assert ("--use-sage-attention" in box.event("comfy.start")["argv"]) is flag_expected
+    assert (
+        "WARNING: ATTENTION_BACKEND=sage but sageattention does not import" in run.output
+    ) is not flag_expected
+
+
 def test_sigterm_is_forwarded_to_comfyui_and_the_handler(box: Box) -> None:
     process = subprocess.Popen(
         ["bash", str(ENTRYPOINT)],

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "wan22_animate_replace.json"
 
 T = TypeVar("T")
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Settings:
     max_video_duration_s: float
     allow_private_urls: bool
     # Behaviour
+    attention_backend: str  # applied inside ComfyUI by comfyui_nodes/wan_worker_attention; checked here
     progress_interval_s: float
     work_dir: Path
 
@@ -82,6 +84,7 @@ class Settings:
                 "MAX_VIDEO_DURATION_S", _float_between(0.1, 24 * 3600), 120.0
             ),
             allow_private_urls=reader.optional("ALLOW_PRIVATE_URLS", _bool, False),
+            attention_backend=reader.optional("ATTENTION_BACKEND", _one_of(ATTENTION_BACKENDS), "auto"),
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
         )
@@ -150,6 +153,16 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
         value = float(raw)
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
         return value
 
     return parse
