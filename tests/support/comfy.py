@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw
 
 from localdev.fake_comfyui import FakeComfyUI
+from localdev.media_fixtures import make_avatar_image, make_driving_video
 from worker.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,34 +32,10 @@ MEDIA_WIDTH, MEDIA_HEIGHT, MEDIA_FPS = 320, 180, 24
 @dataclass(frozen=True)
 class ComfyMedia:
     avatar_png: Path  # 400x300 RGB picture
-    driving_mp4: Path  # 320x180, 24 fps, 24 frames, AAC stereo 48 kHz
+    driving_mp4: Path  # 320x180, 24 fps, 24 frames, AAC 48 kHz
     driving_noaudio_mp4: Path  # 320x180, 24 fps, 24 frames, no audio
     corrupt_png: Path  # ".png" bytes that are no image
     corrupt_mp4: Path  # ".mp4" bytes without a moov atom
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], check=True, timeout=60)
-
-
-def make_driving_video(path: Path, *, seconds: float = 1.0, audio: bool = True) -> Path:
-    source = f"testsrc2=size={MEDIA_WIDTH}x{MEDIA_HEIGHT}:rate={MEDIA_FPS}:duration={seconds}"
-    args = ["-f", "lavfi", "-i", source]
-    if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}", "-ac", "2"]
-        args += ["-c:a", "aac"]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
-    _ffmpeg(*args)
-    return path
-
-
-def make_avatar(path: Path, size: tuple[int, int] = (400, 300)) -> Path:
-    picture = Image.new("RGB", size, (30, 90, 160))
-    ImageDraw.Draw(picture).ellipse(
-        (size[0] // 4, size[1] // 6, size[0] * 3 // 4, size[1] * 5 // 6), fill="white"
-    )
-    picture.save(path)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +46,9 @@ def comfy_media(tmp_path_factory: pytest.TempPathFactory) -> ComfyMedia:
     corrupt_mp4 = folder / "corrupt.mp4"
     corrupt_mp4.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 2000)
     return ComfyMedia(
-        avatar_png=make_avatar(folder / "avatar.png"),
-        driving_mp4=make_driving_video(folder / "driving.mp4"),
-        driving_noaudio_mp4=make_driving_video(folder / "driving_noaudio.mp4", audio=False),
+        avatar_png=make_avatar_image(folder / "avatar.png", width=400, height=300),
+        driving_mp4=_driving_video(folder / "driving.mp4", audio=True),
+        driving_noaudio_mp4=_driving_video(folder / "driving_noaudio.mp4", audio=False),
         corrupt_png=corrupt_png,
         corrupt_mp4=corrupt_mp4,
     )
@@ -86,6 +62,12 @@ def fake_comfy(tmp_path: Path) -> Iterator[FakeComfyUI]:
         yield server
     finally:
         server.stop()
+
+
+def _driving_video(path: Path, *, audio: bool) -> Path:
+    return make_driving_video(
+        path, seconds=1.0, fps=MEDIA_FPS, width=MEDIA_WIDTH, height=MEDIA_HEIGHT, audio=audio
+    )
 
 
 def stage_inputs(server: FakeComfyUI, image: Path, video: Path, folder: str = "") -> tuple[str, str]:
