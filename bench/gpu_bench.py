@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
 from bench.gpu import plan, stages  # noqa: E402
 
 ATTENTION_NODE = REPO / "comfyui_nodes" / "wan_worker_attention"
+GRAPH_NODES = REPO / "comfyui_nodes" / "wan_worker_nodes"  # the workflow's own classes
 DEFAULT_WORKFLOW = REPO / "workflows" / "wan22_animate_replace.json"
 BACKENDS = ("cudnn", "flash", "sage")
 T0 = time.perf_counter()
@@ -405,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     node = runtime.load_custom_node(ATTENTION_NODE)
+    runtime.load_custom_node(GRAPH_NODES)
     for folder in opts.custom_nodes:
         runtime.load_custom_node(folder)
     graph, workflow = build_graph(opts)

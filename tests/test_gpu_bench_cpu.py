@@ -66,7 +66,7 @@ def by_class(graph: dict[str, Any], class_type: str) -> list[str]:
 
 def test_each_window_gets_its_own_conditioning_sampler_and_decode(clip_graph) -> None:
     windows = stages.windows_of(clip_graph)
-    for class_type in ("WanAnimateToVideo", "KSampler", "VAEDecode", "TrimVideoLatent"):
+    for class_type in ("WanAnimateToVideoOfficialMask", "KSampler", "VAEDecode", "TrimVideoLatent"):
         assert sorted(windows[nid] for nid in by_class(clip_graph, class_type)) == [1, 2, 3, 4], class_type
     for class_type in ("SaveVideo", "CreateVideo", "BatchImagesNode", "UNETLoader", "PoseAndFaceDetection"):
         assert all(nid not in windows for nid in by_class(clip_graph, class_type)), class_type
@@ -124,7 +124,13 @@ def test_pack_classes_are_the_stand_ins_and_each_says_why(clip_graph) -> None:
 
 # ------------------------------------------------------------------ the arithmetic, on a stand-in run
 
-SECONDS = {"KSampler": 72.0, "WanAnimateToVideo": 7.0, "VAEDecode": 4.5, "SaveVideo": 16.0, "UNETLoader": 0.5}
+SECONDS = {
+    "KSampler": 72.0,
+    "WanAnimateToVideoOfficialMask": 7.0,
+    "VAEDecode": 4.5,
+    "SaveVideo": 16.0,
+    "UNETLoader": 0.5,
+}
 
 
 def stand_in_execution(graph: dict[str, Any], step_s: float = 12.0) -> list[stages.NodeRun]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from worker.errors import ErrorCode, WorkerError
-from worker.graph_check import MANIFEST_PATH, check_graph, load_catalogue, load_manifest
+from worker.graph_check import ANIMATE_CLASSES, MANIFEST_PATH, check_graph, load_catalogue, load_manifest
 from worker.graph_check import main as graph_check_main
 from worker.windows import plan_windows, window_count
 from worker.workflow import Workflow, WorkflowParams
@@ -66,7 +66,7 @@ def check(graph: dict[str, Any], catalogue: dict[str, Any], frames: int = 240, *
 
 def animate_chain(graph: dict[str, Any]) -> list[str]:
     """WanAnimateToVideo ids in window order, following video_frame_offset links."""
-    animates = [n for n, node in graph.items() if node["class_type"] == "WanAnimateToVideo"]
+    animates = [n for n, node in graph.items() if node["class_type"] in ANIMATE_CLASSES]
     follows = {
         node_id: graph[node_id]["inputs"]["video_frame_offset"][0]
         for node_id in animates
@@ -273,8 +273,8 @@ def test_cli_exits_non_zero_and_prints_each_problem(tmp_path, capsys):
     (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
     assert graph_check_main(["--frames", "240", "--workflow", str(tmp_path / WAN.name)]) == 1
     out = capsys.readouterr()
-    assert "node 40 (WanAnimateToVideo): width=1000 must be a multiple of 16" in out.out
-    assert "node 3040 (WanAnimateToVideo): width=1000" in out.out
+    assert "node 40 (WanAnimateToVideoOfficialMask): width=1000 must be a multiple of 16" in out.out
+    assert "node 3040 (WanAnimateToVideoOfficialMask): width=1000" in out.out
     assert "problem(s)" in out.err
 
 
@@ -358,9 +358,13 @@ SERVER_LETS_THROUGH: dict[str, tuple[Mutation, str]] = {
         _rename("40", "character_mask", "charcter_mask"),
         "unknown input 'charcter_mask' (did you mean 'character_mask'?)",
     ),
+    "core WanAnimateToVideo (mask three frames off)": (
+        _class("40", "WanAnimateToVideo"),
+        "node 40 (WanAnimateToVideo): replacement windows must use WanAnimateToVideoOfficialMask",
+    ),
     "move mode (mask and background removed)": (
         _drop("3040", "background_video", "character_mask"),
-        "node 3040 (WanAnimateToVideo): background_video is not connected",
+        "node 3040 (WanAnimateToVideoOfficialMask): background_video is not connected",
     ),
     "pose and background swapped": (
         _swap("30", "pose_video", "background_video"),

@@ -42,6 +42,8 @@ from worker.config import DEFAULT_WORKFLOW, REPO_ROOT
 from worker.errors import WorkerError
 
 CATALOGUE_PATH = REPO_ROOT / "workflows" / "object_info_pinned.json"
+# This repository's own node classes (comfyui_nodes/wan_worker_nodes): their catalogue entries.
+REPO_NODES_PATH = REPO_ROOT / "comfyui_nodes" / "wan_worker_nodes" / "catalogue.json"
 SHARED_CATALOGUE = REPO_ROOT.parent / "shared" / "comfyui" / "object_info_stack.json"
 MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
 PINNED_STACK = (
@@ -85,7 +87,12 @@ REPLACEMENT_SOURCES: dict[str, set[tuple[str, int]]] = {
 OTHER_SOURCES: dict[tuple[str, str], set[tuple[str, int]]] = {
     ("Sam2Segmentation", "bboxes"): {("PoseAndFaceDetection", 3)},  # not face_bboxes ("BBOX," matches)
 }
-SIZE_NODES = ("WanAnimateToVideo", "PoseAndFaceDetection", "DrawViTPose")
+# Window conditioning: the core class, and this repository's class with the official mask layout
+# (comfyui_nodes/wan_worker_nodes/animate.py), which replacement mode must use.
+ANIMATE_CORE = "WanAnimateToVideo"
+ANIMATE_OFFICIAL_MASK = "WanAnimateToVideoOfficialMask"
+ANIMATE_CLASSES = (ANIMATE_CORE, ANIMATE_OFFICIAL_MASK)
+SIZE_NODES = (*ANIMATE_CLASSES, "PoseAndFaceDetection", "DrawViTPose")
 
 
 def check_graph(
@@ -104,7 +111,7 @@ def check_graph(
         return checker.problems
     checker.check_nodes()
     acyclic = checker.check_graph_shape()
-    if any(node["class_type"] == "WanAnimateToVideo" for node in graph.values()):
+    if any(node["class_type"] in ANIMATE_CLASSES for node in graph.values()):
         checker.check_replacement()
         checker.check_sizes(width, height)
     checker.check_sam2()
@@ -149,8 +156,8 @@ class _Checker:
             return None
         return self.graph[link[0]]["class_type"], link[1]
 
-    def nodes_of(self, class_type: str) -> list[str]:
-        return [n for n, node in self.graph.items() if node["class_type"] == class_type]
+    def nodes_of(self, *class_types: str) -> list[str]:
+        return [n for n, node in self.graph.items() if node["class_type"] in class_types]
 
     # -- what POST /prompt checks, and input names/types it does not -------------------------
 
@@ -282,7 +289,13 @@ class _Checker:
     # -- Wan Animate replacement semantics ---------------------------------------------------
 
     def check_replacement(self) -> None:
-        for node_id in self.nodes_of("WanAnimateToVideo"):
+        for node_id in self.nodes_of(*ANIMATE_CLASSES):
+            if self.graph[node_id]["class_type"] != ANIMATE_OFFICIAL_MASK:
+                self.add(
+                    node_id,
+                    f"replacement windows must use {ANIMATE_OFFICIAL_MASK}: the core node packs the "
+                    "character mask three frames ahead of the video (comfyui_nodes/wan_worker_nodes)",
+                )
             for name, allowed in REPLACEMENT_SOURCES.items():
                 source = self.source(node_id, name)
                 if source is None:
@@ -349,7 +362,7 @@ class _Checker:
                 continue
             for consumer, name in self.consumers(decode):
                 node = self.graph[consumer]
-                if node["class_type"] == "WanAnimateToVideo" and name == "continue_motion":
+                if node["class_type"] in ANIMATE_CLASSES and name == "continue_motion":
                     continue
                 if node["class_type"] != "ImageFromBatch" or self.link(consumer, "batch_index") != (
                     animate,
@@ -389,7 +402,7 @@ class _Checker:
         while node_id in self.graph and node_id not in seen:
             seen.add(node_id)
             class_type = self.graph[node_id]["class_type"]
-            if class_type == "WanAnimateToVideo":
+            if class_type in ANIMATE_CLASSES:
                 return node_id
             link = self.link(node_id, follow[class_type]) if class_type in follow else None
             if link is None:
@@ -528,7 +541,7 @@ class _FrameCounter:
         if kind == "VAEDecode":
             latent = self.latent(node_id, "samples")
             return (latent - 1) * 4 + 1 if latent is not None and latent > 0 else None
-        if kind == "WanAnimateToVideo" and slot in (3, 4):
+        if kind in ANIMATE_CLASSES and slot in (3, 4):
             return 1 if slot == 3 else self.continuation_frames(node_id)
         return None
 
@@ -543,7 +556,7 @@ class _FrameCounter:
         if source["class_type"] == "TrimVideoLatent":
             latent, trim = self.latent(value[0], "samples"), self.ints(value[0], "trim_amount")
             return latent - trim if latent is not None and trim is not None else None
-        if source["class_type"] == "WanAnimateToVideo" and value[1] == 2:
+        if source["class_type"] in ANIMATE_CLASSES and value[1] == 2:
             length = source["inputs"].get("length")
             # the window's frames plus one latent frame for the reference image
             return (length - 1) // 4 + 1 + 1 if isinstance(length, int) else None
@@ -671,9 +684,22 @@ def workflow_graphs(folder: Path = REPO_ROOT / "workflows") -> dict[str, dict[st
     return graphs
 
 
-def extract_catalogue(source: Mapping[str, Any], graphs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The catalogue entries of the classes ``graphs`` use; input-folder file lists emptied."""
-    used = sorted({node["class_type"] for graph in graphs for node in graph.values()})
+def extract_catalogue(
+    source: Mapping[str, Any],
+    graphs: Iterable[Mapping[str, Any]],
+    repo_nodes: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The catalogue entries of the classes ``graphs`` use; input-folder file lists emptied.
+
+    ``repo_nodes`` (``comfyui_nodes/wan_worker_nodes/catalogue.json``) declares this repository's
+    own classes: ``{"like": CORE_CLASS, ...}`` takes the pinned class's entry (same inputs and
+    outputs) with the other keys replaced; any other value is the entry itself."""
+    repo_nodes = repo_nodes or {}
+    source = {**source, **resolve_repo_nodes(source, repo_nodes)}
+    used_set = {node["class_type"] for graph in graphs for node in graph.values()}
+    # The pinned class a repository class extends stays known, so a graph using it says why not.
+    used_set |= {str(repo_nodes[n]["like"]) for n in used_set if "like" in repo_nodes.get(n, {})}
+    used = sorted(used_set)
     missing = [name for name in used if name not in source]
     if missing:
         raise KeyError(f"classes not in the source catalogue: {missing}")
@@ -687,6 +713,27 @@ def extract_catalogue(source: Mapping[str, Any], graphs: Iterable[Mapping[str, A
             else:
                 spec[1]["options"] = []
     return {"stack": PINNED_STACK, "nodes": nodes}
+
+
+def resolve_repo_nodes(source: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, Any]:
+    """Catalogue entries of this repository's node classes, built on the pinned classes they extend."""
+    entries: dict[str, Any] = {}
+    for name, declaration in declared.items():
+        declaration = dict(declaration)
+        like = declaration.pop("like", None)
+        if like is None:
+            entry = declaration
+        else:
+            if like not in source:
+                raise KeyError(f"{name} is declared like {like}, which is not in the source catalogue")
+            entry = {**json.loads(json.dumps(source[like])), **declaration}
+        entry["name"] = name
+        entries[name] = entry
+    return entries
+
+
+def load_repo_nodes(path: Path = REPO_NODES_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -745,7 +792,7 @@ def _extract(source: Path, out: Path) -> int:
     except OSError as exc:
         print(f"error: cannot read the full catalogue {source}: {exc}", file=sys.stderr)
         return 2
-    subset = extract_catalogue(full, workflow_graphs().values())
+    subset = extract_catalogue(full, workflow_graphs().values(), load_repo_nodes())
     subset["source_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
     out.write_text(json.dumps(subset, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     print(f"wrote {out} ({len(subset['nodes'])} classes from {source.name})", file=sys.stderr)

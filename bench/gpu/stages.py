@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ANIMATE_CLASS = "WanAnimateToVideo"
+# The pinned workflow's windows use this repository's subclass (comfyui_nodes/wan_worker_nodes).
+ANIMATE_CLASSES = (ANIMATE_CLASS, "WanAnimateToVideoOfficialMask")
 SAMPLER_CLASS = "KSampler"
 
 # Stage of each class of the pinned graph; a class not listed gets "other: <class>".
@@ -39,7 +41,7 @@ STAGE_OF_CLASS = {
     "GrowMaskWithBlur": "preprocess: mask grow/blockify + background",
     "BlockifyMask": "preprocess: mask grow/blockify + background",
     "DrawMaskOnImage": "preprocess: mask grow/blockify + background",
-    ANIMATE_CLASS: "window: conditioning (WanAnimateToVideo, VAE encodes)",
+    **dict.fromkeys(ANIMATE_CLASSES, "window: conditioning (WanAnimateToVideo, VAE encodes)"),
     SAMPLER_CLASS: "window: sampler (KSampler)",
     "TrimVideoLatent": "window: VAE decode + trims",
     "VAEDecode": "window: VAE decode + trims",
@@ -97,13 +99,13 @@ def windows_of(graph: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         parents = [p for p in _links(node["inputs"]) if p in graph]
         parent_windows = {w for w in (window(p) for p in parents) if w is not None}
         if any(p in collectors for p in parents) or (
-            len(parent_windows) > 1 and node["class_type"] != ANIMATE_CLASS
+            len(parent_windows) > 1 and node["class_type"] not in ANIMATE_CLASSES
         ):
             collectors.add(node_id)
             memo[node_id] = None
             return None
         result = max(parent_windows) if parent_windows else None
-        if node["class_type"] == ANIMATE_CLASS:
+        if node["class_type"] in ANIMATE_CLASSES:
             result = (result or 0) + 1
         memo[node_id] = result
         return result
