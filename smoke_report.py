@@ -23,7 +23,8 @@ below ``MOTION_FLOOR`` (1 grey level: encoder noise on a still picture) the clip
 no ratio is reported, and the change is compared to the floor instead (a still output that jumps
 at a join is a seam all the same). Colour: the mean colour of the 3 frames after the join minus
 the 3 before, per channel, output and driving; a join also stands out when an output channel
-steps by more than ``COLOUR_STEP`` (4 levels) beyond what the driving video does there.
+steps by more than ``COLOUR_STEP`` (4 levels) beyond what the driving video does there and by
+more than 3x the clip's typical colour step (how much its mean colour moves on its own).
 
 Writes ``contact_sheet.png`` (more sheets, ``contact_sheet_2.png``..., past ``JOINS_PER_SHEET``
 joins): per join the 3 frames before and the 3 after, driving above output, each labelled with

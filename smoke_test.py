@@ -6,6 +6,7 @@ checked independently of the worker.
     python smoke_test.py --api-url http://127.0.0.1:8000   # the local queue API (localdev/queue_api.py)
     python smoke_test.py ... --image-key a.png --video-key d.mp4   # inputs already in the bucket
     python smoke_test.py ... --jobs 10 --concurrency 2 --report report.json
+    python smoke_test.py ... --report-dir DIR    # + pictures of the window joins, seam scores
 
 What it does, as a client of the endpoint would: puts its inputs in MinIO (generated, or
 given keys), ``POST /run``, polls ``/status/{id}`` with backoff showing the status and the
@@ -16,10 +17,17 @@ when the driving video has audio, decodes to the end; plus the key's naming
 (``{prefix}/{user_id}/{avatar_id}/{job_id}.mp4``), its content type, and inputs left
 unchanged. What the worker reports about its video is never trusted.
 
+``--report-dir DIR`` also shows what came out (``smoke_report.py``): ``contact_sheet.png`` (the
+frames around every window join, driving above output), ``timeline.png`` (mean colour and
+frame-to-frame change over time, joins marked) and a seam score per join in the JSON report
+(``DIR/report.json`` unless ``--report`` says otherwise), with a warning when a join stands out.
+Warnings are for a person to look at; they never fail the run.
+
 Exit code 0 only when every check of every job passed (each failed check is named); 1 when
 a check failed; 2 for a usage or configuration problem; 130 when interrupted (Ctrl-C cancels
 the jobs in flight first). Needs only requests, minio and
-ffprobe/ffmpeg; generating inputs needs the repository (``localdev.media_fixtures``).
+ffprobe/ffmpeg (``--report-dir``: also Pillow and ``smoke_report.py``); generating inputs needs the
+repository (``localdev.media_fixtures``).
 
 Cold starts: a job counts as one when its ``delayTime`` (queue wait + worker start) is over
 ``--cold-start-ms`` (default 10 s: a warm worker takes a job within about a second, a cold
@@ -63,6 +71,7 @@ EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_POLL_FAILURES = 5
 CANCEL_GRACE_S = 30.0
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+DEFAULT_BINDINGS = Path(__file__).resolve().parent / "workflows" / "wan22_animate_replace.bindings.json"
 
 
 class UsageError(Exception):
@@ -89,6 +98,8 @@ class JobRecord:
     output_key: str | None = None
     worker_timings_s: dict[str, Any] | None = None
     checks: list[Check] = field(default_factory=list)
+    seams: dict[str, Any] | None = None  # --report-dir: smoke_report.analyse's numbers
+    warnings: list[str] = field(default_factory=list)  # things to look at; not failed checks
 
     @property
     def passed(self) -> bool:
@@ -509,7 +520,38 @@ def run_job(
     record.check("output_downloaded", True, f"{local.stat().st_size} bytes")
     record.check("content_type_video_mp4", stat.content_type == "video/mp4", f"{stat.content_type}")
     check_video_file(record, local, inputs)
+    if args.report_dir is not None:
+        report_seams(record, args, local, work_dir / "driving-input", inputs, view, label)
     return record
+
+
+def report_seams(
+    record: JobRecord,
+    args: argparse.Namespace,
+    output: Path,
+    driving: Path,
+    inputs: Inputs,
+    view: ProgressView,
+    label: str,
+) -> None:
+    """--report-dir: pictures of the window joins and a seam score per join (smoke_report.py).
+    What it finds is a warning for a person to look at, never a failed check."""
+    import smoke_report  # Pillow; checked in main before any job runs
+
+    folder = args.report_dir if args.jobs == 1 else args.report_dir / f"job-{record.index}"
+    view.say(f"{label}: measuring the output around its window joins -> {folder}/")
+    try:
+        record.seams = smoke_report.analyse(
+            output,
+            driving if driving.is_file() else None,
+            folder,
+            frames=inputs.driving_frames,
+            windows_section=args.windows_section,
+        )
+    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        record.warnings.append(f"the seam report could not be made: {exc}")
+        return
+    record.warnings.extend(record.seams["warnings"])
 
 
 def _wait(
@@ -631,6 +673,28 @@ def summarize(records: list[JobRecord], cold_start_ms: float) -> dict[str, Any]:
     }
 
 
+def print_seams(seams: dict[str, Any], out: TextIO) -> None:
+    plan = seams["window_plan"]
+    motion = seams["output_motion"]
+    print(
+        f"  window joins: {len(plan['joins'])} ({plan['windows']} windows of {plan['window_frames']} frames, "
+        f"{plan['source']}); median frame-to-frame change: output {seams['output_median_change']} "
+        f"({motion}), driving {seams['driving_median_change']}",
+        file=out,
+    )
+    for join in seams["joins"]:
+        ratio = "no motion" if join["output_ratio"] is None else f"{join['output_ratio']:.1f}x median"
+        driving = "-" if join["driving_ratio"] is None else f"{join['driving_ratio']:.1f}x median"
+        step = join["output_colour_step"] or [0.0, 0.0, 0.0]
+        print(
+            f"    join {join['join']} at frame {join['frame']}: output change {join['output_change']:.2f} "
+            f"({ratio}), driving {driving}; mean colour step R {step[0]:+.1f} G {step[1]:+.1f} "
+            f"B {step[2]:+.1f}" + ("  <- stands out" if join["stands_out"] else ""),
+            file=out,
+        )
+    print(f"  pictures: {', '.join(seams['pictures'])}", file=out)
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value / 1000:.2f} s"
 
@@ -647,6 +711,10 @@ def print_results(
                 failed.append(f"job {record.index}: {check.name}")
         if record.output_key:
             print(f"  output key: {record.output_key}", file=out)
+        if record.seams:
+            print_seams(record.seams, out)
+        for warning in record.warnings:
+            print(f"  WARNING  {warning}", file=out)
         if record.worker_timings_s:
             stages = ", ".join(f"{name} {value}" for name, value in record.worker_timings_s.items())
             print(f"  worker timings (s, as reported): {stages}", file=out)
@@ -665,10 +733,14 @@ def print_results(
         file=out,
     )
     total = sum(len(r.checks) for r in records) + len(run_checks)
+    warnings = sum(len(r.warnings) for r in records)
+    noted = f" ({warnings} warning{'s' if warnings != 1 else ''} to look at, above)" if warnings else ""
     if failed:
-        print(f"SMOKE TEST FAILED: {len(failed)} of {total} checks failed: {', '.join(failed)}", file=out)
+        print(
+            f"SMOKE TEST FAILED: {len(failed)} of {total} checks failed: {', '.join(failed)}{noted}", file=out
+        )
     else:
-        print(f"SMOKE TEST PASSED: all {total} checks passed", file=out)
+        print(f"SMOKE TEST PASSED: all {total} checks passed{noted}", file=out)
     out.flush()
     return failed
 
@@ -702,6 +774,19 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Names
         "--cold-start-ms", type=float, default=10_000.0, help="delayTime counted as cold start"
     )
     parser.add_argument("--report", type=Path, help="write everything as JSON to this file")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        help="also write pictures of the window joins (contact_sheet.png, timeline.png) and seam scores "
+        "here (needs Pillow); the JSON report defaults to DIR/report.json",
+    )
+    parser.add_argument(
+        "--windows-bindings",
+        type=Path,
+        default=DEFAULT_BINDINGS,
+        help="bindings file whose 'windows' section gives the window plan of the deployed workflow "
+        "(default: the repository's wan22_animate_replace; 77-frame windows, 5 motion frames)",
+    )
     parser.add_argument("--cleanup", action="store_true", help="remove the uploaded inputs and the outputs")
     parser.add_argument("--fixture-seconds", type=float, default=4.0, help="generated driving video length")
     parser.add_argument("--fixture-fps", type=float, default=30.0, help="generated driving video frame rate")
@@ -720,7 +805,19 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Names
             parser.error("--endpoint-id needs RUNPOD_API_KEY in the environment")
         args.api_url = f"{RUNPOD_API_BASE}/{args.endpoint_id}"
     args.output_prefix = args.output_prefix.strip("/")
+    if args.report_dir is not None and args.report is None:
+        args.report = args.report_dir / "report.json"
+    args.windows_section = _windows_section(args.windows_bindings)
     return args
+
+
+def _windows_section(path: Path | None) -> dict[str, Any] | None:
+    """The bindings' ``windows`` section, or None (the default plan) when there is none."""
+    try:
+        section = json.loads(path.read_text()).get("windows") if path else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return section if isinstance(section, dict) else None
 
 
 def main(
@@ -732,6 +829,15 @@ def main(
     for tool in ("ffprobe", "ffmpeg"):
         if shutil.which(tool) is None:
             print(f"smoke_test: {tool} is required (e.g. apt-get install ffmpeg)", file=sys.stderr)
+            return EXIT_USAGE
+    if args.report_dir is not None:
+        try:
+            import smoke_report  # noqa: F401  (Pillow, and the module beside this one)
+        except ImportError as exc:
+            print(
+                f"smoke_test: --report-dir needs Pillow and smoke_report.py beside it ({exc})",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     work_dir = Path(tempfile.mkdtemp(prefix="smoke-test-"))
     bucket: Bucket | None = None
@@ -820,6 +926,7 @@ def _write_report(
         "endpoint": args.api_url,
         "passed": not failed,
         "failed_checks": failed,
+        "warnings": [f"job {record.index}: {warning}" for record in records for warning in record.warnings],
         "summary": summary,
         "inputs": asdict(inputs),
         "run_checks": [asdict(check) for check in run_checks],

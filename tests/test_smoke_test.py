@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 import runpod
+from PIL import Image
 
 import smoke_test
 from localdev.demo import Services, start_queue_api
 from localdev.fake_comfyui import FakeComfyUI
+from localdev.media_fixtures import make_driving_video
 from localdev.queue_api import LocalQueueServer, serve_in_thread
 from tests.support.s3 import S3Bucket
 
@@ -46,7 +48,9 @@ def check_lines(text: str) -> dict[str, str]:
     return results
 
 
-def render_video(path: Path, *, fps: int, frames: int, audio: bool) -> None:
+def render_video(
+    path: Path, *, fps: int, frames: int, audio: bool, source: str = "color=c=gray", vf: str | None = None
+) -> None:
     command = [
         "ffmpeg",
         "-nostdin",
@@ -56,23 +60,37 @@ def render_video(path: Path, *, fps: int, frames: int, audio: bool) -> None:
         "-f",
         "lavfi",
         "-i",
-        f"color=c=gray:s=1280x720:r={fps}",
+        f"{source}:s=1280x720:r={fps}",
     ]
     if audio:
         command += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-shortest"]
+    if vf:
+        command += ["-vf", vf]
     command += ["-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     subprocess.run([*command, str(path)], check=True, timeout=60)
 
 
 class StandInWorker:
     """A handler that writes a video of its own making to the output key and reports success
-    (claiming a perfect 24 fps video), or hangs until cancelled."""
+    (claiming a perfect 24 fps video), or hangs until cancelled. ``seam_at``: a moving test card
+    whose brightness jumps at that frame (a window that came out lighter)."""
 
-    def __init__(self, s3: S3Bucket, tmp_path: Path, *, fps: int = 24, hang: bool = False) -> None:
+    def __init__(
+        self,
+        s3: S3Bucket,
+        tmp_path: Path,
+        *,
+        fps: int = 24,
+        hang: bool = False,
+        frames: int = 24,
+        seam_at: int | None = None,
+    ) -> None:
         self.s3 = s3
         self.tmp_path = tmp_path
         self.fps = fps
         self.hang = hang
+        self.frames = frames
+        self.seam_at = seam_at
         self.cancelled = threading.Event()
 
     async def __call__(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -86,9 +104,12 @@ class StandInWorker:
                 raise
         key = f"outputs/{job_input['user_id']}/{job_input['avatar_id']}/{job['id']}.mp4"
         path = self.tmp_path / f"{job['id']}.mp4"
-        await asyncio.to_thread(render_video, path, fps=self.fps, frames=24, audio=True)
+        looks: dict[str, Any] = {}
+        if self.seam_at is not None:
+            looks = {"source": "testsrc2=d=60", "vf": f"eq=brightness=0.25:enable='gte(n,{self.seam_at})'"}
+        await asyncio.to_thread(render_video, path, fps=self.fps, frames=self.frames, audio=True, **looks)
         self.s3.put(key, path, content_type="video/mp4")
-        return {"minio_key": key, "video": {"width": 1280, "height": 720, "fps": 24.0, "frames": 24}}
+        return {"minio_key": key, "video": {"width": 1280, "height": 720, "fps": 24.0, "frames": self.frames}}
 
 
 @pytest.fixture
@@ -154,6 +175,26 @@ def test_real_worker_two_jobs_pass_every_check_with_timings(
         assert {check["name"] for check in job["checks"]} >= {"fps_24", "frame_count", "decodes_to_end"}
 
 
+def test_real_worker_report_dir_leaves_pictures_and_seam_scores(
+    real_worker: str, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "pictures"
+    argv = ["--api-url", real_worker, *SMALL_FIXTURES, "--fixture-seconds", "4", "--report-dir", str(folder)]
+    code, text = run_smoke(argv, s3_env)
+    assert code == 0, text
+    written = json.loads((folder / "report.json").read_text())  # the JSON report defaults into DIR
+    seams = written["jobs"][0]["seams"]
+    assert seams["window_plan"]["joins"] == [77]  # 96 frames: a second window from frame 77
+    assert seams["output_motion"] == "no motion"  # the model-free stand-in holds the avatar still
+    assert seams["joins"][0]["output_ratio"] is None and not seams["joins"][0]["stands_out"]
+    assert written["warnings"] == [] and "WARNING" not in text
+    assert "join 1 at frame 77: output change" in text and "(no motion)" in text
+    assert seams["pictures"] == [str(folder / "contact_sheet.png"), str(folder / "timeline.png")]
+    for picture in seams["pictures"]:
+        with Image.open(picture) as image:
+            image.verify()
+
+
 def test_real_worker_failure_is_reported_with_its_error_code(
     real_worker: str, fake_comfy: FakeComfyUI, s3: S3Bucket, s3_env: dict[str, str]
 ) -> None:
@@ -196,6 +237,32 @@ def test_a_correct_video_passes_every_check(
     written = json.loads(report.read_text())
     assert written["passed"] is True and written["failed_checks"] == []
     assert written["jobs"][0]["status"] == "COMPLETED"
+
+
+def test_a_seam_at_a_join_is_a_warning_not_a_failed_check(
+    s3: S3Bucket, s3_env: dict[str, str], comfy_media: Any, tmp_path: Path
+) -> None:
+    driving = make_driving_video(tmp_path / "driving.mp4", seconds=4, fps=24)  # 96 frames: join at 77
+    s3.put("in/avatar.png", comfy_media.avatar_png, content_type="image/png")
+    s3.put("in/long.mp4", driving, content_type="video/mp4")
+    worker = StandInWorker(s3, tmp_path, frames=96, seam_at=77)
+    folder = tmp_path / "pictures"
+    report = tmp_path / "report.json"
+    argv = ["--api-url", "", "--image-key", "in/avatar.png", "--video-key", "in/long.mp4"]
+    with standin_server(worker) as server:
+        argv[1] = server.url
+        code, text = run_smoke([*argv, "--report-dir", str(folder), "--report", str(report)], s3_env)
+    assert code == 0, text  # every check passed; the seam is for a person to look at
+    assert "WARNING  join 1 (output frame 77, window 2) stands out" in text
+    assert "SMOKE TEST PASSED: all" in text and "(1 warning to look at, above)" in text
+    written = json.loads(report.read_text())
+    assert len(written["warnings"]) == 1 and written["warnings"][0].startswith(
+        "job 1: join 1 (output frame 77"
+    )
+    join = written["jobs"][0]["seams"]["joins"][0]
+    assert join["stands_out"] and join["output_ratio"] > 3 > join["driving_ratio"]
+    assert (folder / "contact_sheet.png").is_file() and (folder / "timeline.png").is_file()
+    assert not (folder / "report.json").exists()  # --report given: the JSON goes there
 
 
 def test_a_wrong_fps_video_is_caught_although_the_worker_reports_24_fps(
