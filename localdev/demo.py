@@ -7,11 +7,12 @@ Starts, each in its own process group:
      ``workflows/model_free_still.json``), or the real one at ``COMFY_URL`` when set;
   3. the worker (``handler.handler``) behind the local queue API (``localdev/queue_api.py``);
 then runs ``smoke_test.py`` against it with generated inputs, prints the output key, the
-checks and the timings, saves the output video under ``.work/demo/``, and stops
+checks and the timings, saves the output video, the JSON report and pictures of the output
+(``contact_sheet.png``, ``timeline.png``: ``smoke_test.py --report-dir``) under ``.work/demo/``, and stops
 everything it started, also on Ctrl-C or failure. The exit code is the smoke test's
 (130 when interrupted, 1 when a service did not start).
 
-    python -m localdev.demo [--fixture-seconds 3] [--keep-logs]
+    python -m localdev.demo [--fixture-seconds 7] [--keep-logs]
 """
 
 from __future__ import annotations
@@ -269,6 +270,7 @@ def start_queue_api(services: Services, env: dict[str, str]) -> str:
 def run_smoke_test(api_url: str, env: dict[str, str], report: Path, args: argparse.Namespace) -> int:
     command = [sys.executable, str(REPO_ROOT / "smoke_test.py"), "--api-url", api_url]
     command += ["--user-id", "demo-user", "--avatar-id", "demo-avatar", "--report", str(report)]
+    command += ["--report-dir", str(DEMO_DIR)]
     command += ["--timeout", str(EXECUTION_TIMEOUT_S + 60), "--fixture-seconds", str(args.fixture_seconds)]
     say(f"\n$ smoke_test.py --api-url {api_url} ...")
     # Its own process group, so that a Ctrl-C reaches it once, from us, after the demo saw it.
@@ -309,8 +311,30 @@ def print_summary(report_path: Path, minio_env: dict[str, str], stand_in: bool) 
         f"checks:     {passed}/{len(checks)} passed"
         + ("" if report["passed"] else f"; failed: {report['failed_checks']}")
     )
+    for job in report["jobs"]:
+        seams = job.get("seams")
+        if seams:
+            joins = seams["window_plan"]["joins"]
+            say(
+                f"joins:      {len(joins)} (output frames {joins or '-'}); output motion: "
+                f"{seams['output_motion']}; {sum(j['stands_out'] for j in seams['joins'])} stand out"
+            )
+            if stand_in:
+                say("            (the stand-in makes no windows: these are where Wan2.2 Animate would join)")
+            for picture in seams["pictures"]:
+                say(f"picture:    {_shown(Path(picture))}")
+    for warning in report.get("warnings", []):
+        say(f"warning:    {warning}")
     if stand_in:
         say("ComfyUI:    model-free stand-in (not Wan2.2 Animate): see the notice above")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def save_output(report_path: Path, minio_env: dict[str, str]) -> None:
@@ -337,7 +361,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localdev.demo", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--fixture-seconds", type=float, default=3.0, help="length of the generated driving video"
+        "--fixture-seconds",
+        type=float,
+        default=7.0,
+        help="length of the generated driving video (default 7 s: 168 frames, 3 windows, 2 joins)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (path printed)")
     args = parser.parse_args(argv)
@@ -359,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             worker_env = {**env, **minio_env, **comfy_env, "WORK_DIR": str(worker_dir)}
             api_url = start_queue_api(services, worker_env)
             DEMO_DIR.mkdir(parents=True, exist_ok=True)
-            REPORT_PATH.unlink(missing_ok=True)
+            for stale in [REPORT_PATH, DEMO_DIR / "timeline.png", *DEMO_DIR.glob("contact_sheet*.png")]:
+                stale.unlink(missing_ok=True)
             code = run_smoke_test(api_url, {**env, **minio_env}, REPORT_PATH, args)
             print_summary(REPORT_PATH, minio_env, stand_in)
             save_output(REPORT_PATH, minio_env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import requests
+from PIL import Image
 
 from localdev.fake_comfyui import FakeComfyUI
 from tests.support.s3 import S3Bucket
@@ -64,6 +66,17 @@ def test_demo_runs_the_main_job_end_to_end_and_stops_everything() -> None:
     assert re.search(r"timings:\s+delayTime \d+ ms, executionTime \d+ ms", output)
     assert "worker:     download" in output  # the worker's stage timings
     assert (REPO / ".work" / "demo" / "output.mp4").stat().st_size > 0
+    # The pictures of what came out, and where they are.
+    demo_dir = REPO / ".work" / "demo"
+    assert "joins:      2 (output frames [77, 149]); output motion: no motion; 0 stand out" in output
+    for name in ("contact_sheet.png", "timeline.png"):
+        assert f"picture:    .work/demo/{name}" in output, output
+        with Image.open(demo_dir / name) as picture:
+            picture.verify()
+    report = json.loads((demo_dir / "smoke-report.json").read_text())
+    seams = report["jobs"][0]["seams"]
+    assert seams["window_plan"]["joins"] == [77, 149] and len(seams["joins"]) == 2
+    assert report["warnings"] == []
     ports = ports_in(output)
     assert len(ports) == 3, output  # S3, ComfyUI stand-in, queue API
     assert not [port for port in ports if accepts_connections(port)], "a service outlived the demo"
@@ -127,6 +140,8 @@ def test_demo_uses_the_services_it_is_given_and_leaves_them_running(
     assert f"your MinIO at {s3.endpoint} (MINIO_ENDPOINT), bucket {s3.bucket}" in output
     assert f"your ComfyUI 0.33.0-fake at {fake_comfy.url}" in output
     assert "MODEL-FREE STAND-IN" in output  # recognised from its /system_stats, so still labelled
+    assert "joins:      0 (output frames -)" in output  # 24 frames: one window, frames across it shown
+    assert "picture:    .work/demo/contact_sheet.png" in output
     key = re.search(r"output key: (\S+)", output)
     stored = s3.keys()
     assert key is not None and key.group(1) in stored
