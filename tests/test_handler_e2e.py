@@ -393,6 +393,33 @@ def test_generation_failed(stack: Stack) -> None:
     assert "refresh_worker" not in result
 
 
+def test_a_lora_that_does_not_fit_the_model_is_a_deployment_error(stack: Stack) -> None:
+    # What StrictLoraLoaderModelOnly (comfyui_nodes/wan_worker_nodes/lora.py) raises inside ComfyUI.
+    message = (
+        "LoRA 'wan2.2_animate_14B_relight_lora_bf16.safetensors': 0 of 1200 keys matched the model; "
+        "ComfyUI would silently ignore the rest.\nUnmatched keys: blocks.0.cross_attn.k.alpha (+1199 more)."
+    )
+    stack.comfy.set_fault(
+        "runtime_error",
+        node="4",
+        exception_type="custom_nodes.wan_worker_nodes.lora_keys.LoraKeysNotMatchedError",
+        exception_message=message,
+    )
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert_failed(result, "WORKFLOW_INVALID", stack)
+    assert result["error"].startswith(
+        "LoRA 'wan2.2_animate_14B_relight_lora_bf16.safetensors': 0 of 1200 keys matched the model"
+    )
+    details = result["details"]
+    assert (details["lora_name"], details["keys_matched"], details["keys_total"]) == (
+        "wan2.2_animate_14B_relight_lora_bf16.safetensors",
+        0,
+        1200,
+    )
+    assert details["node_id"] == "4" and "blocks.0.cross_attn.k.alpha" in details["exception_message"]
+    assert "refresh_worker" not in result  # a fresh worker would read the same file
+
+
 def test_gpu_out_of_memory_refreshes_the_worker(stack: Stack) -> None:
     stack.comfy.set_fault("oom")
     result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})

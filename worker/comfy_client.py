@@ -21,6 +21,7 @@ import contextlib
 import json
 import mimetypes
 import os
+import re
 import shutil
 import threading
 import time
@@ -42,6 +43,10 @@ from worker.logs import log_event, redact_url
 OUTPUT_KEYS = ("images", "gifs", "videos")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi")
 MAX_DETAIL_CHARS = 2000
+# Raised by this repository's StrictLoraLoaderModelOnly (comfyui_nodes/wan_worker_nodes/lora_keys.py)
+# for a LoRA whose keys do not all patch the model; its message's first line carries the counts.
+LORA_MISMATCH_ERROR = "LoraKeysNotMatchedError"
+LORA_COUNTS = re.compile(r"LoRA '(?P<name>[^']*)': (?P<matched>\d+) of (?P<total>\d+) keys matched")
 
 
 @dataclass(frozen=True)
@@ -831,11 +836,31 @@ def _generation_error(event: dict[str, Any], prompt_id: str) -> WorkerError:
         "exception_type": exception_type,
         "exception_message": exception_message[:MAX_DETAIL_CHARS],
     }
+    if exception_type.rpartition(".")[2] == LORA_MISMATCH_ERROR:
+        return _lora_mismatch(details, first_line)
     if out_of_memory:
         message = f"GPU out of memory in ComfyUI node {node_id} ({node_type}): {first_line}"
     else:
         message = f"ComfyUI failed in node {node_id} ({node_type}): {exception_type}: {first_line}"
     return WorkerError(ErrorCode.GENERATION_FAILED, message, details=details, refresh_worker=out_of_memory)
+
+
+def _lora_mismatch(details: dict[str, Any], first_line: str) -> WorkerError:
+    """WORKFLOW_INVALID: a LoRA file that does not fit the model is a deployment problem. No refresh:
+    a fresh worker reads the same file and fails the same way."""
+    counts = LORA_COUNTS.search(first_line)
+    if counts is not None:
+        details = {
+            **details,
+            "lora_name": counts["name"],
+            "keys_matched": int(counts["matched"]),
+            "keys_total": int(counts["total"]),
+        }
+    message = (
+        f"{first_line} (node {details['node_id']}). The LoRA file does not fit the model: install the "
+        "file models/manifest.json pins (python download_models.py --verify) or fix the workflow's lora_name"
+    )
+    return WorkerError(ErrorCode.WORKFLOW_INVALID, message, details=details)
 
 
 def _rejection(reply: dict[str, Any], graph: dict[str, Any]) -> WorkerError:
