@@ -700,8 +700,14 @@ def _next_counter(folder: Path, name: str) -> int:
 
 
 def node_save_video(
-    ctx: NodeContext, video: Any, filename_prefix: str, format: str = "auto", **_: Any
+    ctx: NodeContext, video: Any, filename_prefix: str, format: str = "auto", **nested: Any
 ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    # The nested DynamicCombo values arrive as dotted keys, as in the API graph.
+    encoding = nested.get("format.codec.encoding")
+    crf = nested.get("format.codec.encoding.crf") if encoding == "re-encode" else None
+    color_space = nested.get("format.codec.encoding.color_space") if encoding == "re-encode" else None
+    if color_space not in (None, "auto", "sRGB"):
+        raise NodeFailure("NotImplementedError", f"the fake ComfyUI writes SDR only, not {color_space!r}")
     if format not in ("auto", "mp4"):
         if format in ("mkv", "webm"):
             raise NodeFailure("NotImplementedError", f"the fake ComfyUI writes MP4 only, not {format!r}")
@@ -720,12 +726,15 @@ def node_save_video(
         )
     folder.mkdir(parents=True, exist_ok=True)
     filename = f"{name}_{_next_counter(folder, name):05}_.mp4"
-    _encode(ctx, video, folder / filename)
+    _encode(ctx, video, folder / filename, crf=crf)
     ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [True]}
     return (video,), ui
 
 
-def _encode(ctx: NodeContext, video: VideoSpec, dest: Path) -> None:
+def _encode(ctx: NodeContext, video: VideoSpec, dest: Path, *, crf: float | None = None) -> None:
+    """As the real SaveVideo of frames (VideoFromComponents.save_to): RGB to BT.709 limited
+    range, tagged BT.709 with an sRGB transfer, libx264 at ``crf`` (x264's default 23 when None).
+    The preset is ultrafast (the real one x264's default, medium): the stand-in's speed matters."""
     frames = video.frames
     overrides = _resolve_overrides(ctx.overrides, frames, video.fps)
     fps = Fraction(overrides.fps or video.fps).limit_denominator(1001)
@@ -752,16 +761,20 @@ def _encode(ctx: NodeContext, video: VideoSpec, dest: Path) -> None:
             filters.append(f"fps={fps}")
         if (width, height) != (frames.width, frames.height):
             filters.append(f"scale={width}:{height}")
+        # The real node converts its RGB frames with the BT.709 matrix (a decoded video's frames
+        # were made RGB by their tags, BT.601 when untagged: scale's "auto" input does the same).
+        filters.append("scale=out_color_matrix=bt709:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int")
+        filters.append("format=yuv420p")
         if audio is not None:
             args += ["-i", str(audio.path)]
-        args += ["-map", "0:v:0"]
-        if filters:
-            args += ["-vf", ",".join(filters)]
+        args += ["-map", "0:v:0", "-vf", ",".join(filters)]
         if audio is not None:
             args += ["-map", "1:a:0", "-c:a", "aac"]
         # -t alone (no -frames:v): a frame limit would end the audio early.
         args += ["-t", f"{float(count / fps):.6f}", "-r", str(fps)]
-        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", f"{23.0 if crf is None else crf:g}"]
+        args += ["-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709"]
+        args += ["-color_trc", "iec61966-2-1", "-color_range", "tv"]
         args += ["-metadata", f"comment=written by the fake ComfyUI {FAKE_VERSION} (a stand-in)"]
         args += ["-metadata", "prompt=" + json.dumps(ctx.prompt, separators=(",", ":"))]
         partial = dest.with_name(dest.name + ".part.mp4")
