@@ -105,8 +105,8 @@ def test_model_files_are_the_manifests_with_shape_true_builders(clip_graph) -> N
     assert builders["Wan2_2-Animate-14B_fp8_scaled_e4m3fn_KJ_v2.safetensors"].builder == "dit_fp8"
     lightx2v = builders["lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"]
     assert (lightx2v.lora_rank, lightx2v.lora_dtype) == (64, "bf16")
-    relight = builders["WanAnimate_relight_lora_fp16.safetensors"]
-    assert (relight.lora_rank, relight.lora_dtype) == (128, "fp16")
+    relight = builders["wan2.2_animate_14B_relight_lora_bf16.safetensors"]
+    assert (relight.lora_rank, relight.lora_dtype) == (128, "bf16")
     assert plan.builder_for("diffusion_models", "wan2.2_animate_14B_bf16.safetensors").builder == "dit_bf16"
     with pytest.raises(ValueError, match="no shape-true builder"):
         plan.builder_for("detection", "yolov10m.onnx")

@@ -90,7 +90,7 @@ def test_committed_catalogue_matches_a_fresh_extraction(tmp_path):
 def test_committed_catalogue_covers_every_class_the_workflows_use(catalogue):
     used = {node["class_type"] for graph in workflow_graphs().values() for node in graph.values()}
     extended = {entry["like"] for name, entry in load_repo_nodes().items() if name in used}
-    assert extended == {"WanAnimateToVideo"}
+    assert extended == {"WanAnimateToVideo", "LoraLoaderModelOnly"}
     assert used | extended == set(catalogue)
     raw = json.loads(CATALOGUE_PATH.read_text())
     assert "ComfyUI 0.33.0 (783545f6)" in raw["stack"] and len(raw["source_sha256"]) == 64
@@ -182,8 +182,7 @@ def test_autogrow_inputs_are_named_prefix_index_up_to_the_maximum(catalogue, sti
 
 def test_dynamic_combo_options_open_their_own_inputs(core, still):
     save = still["7"]["inputs"]
-    assert save["format.codec.encoding"] == "re-encode"  # the pinned graph sets CRF and colours
-    del save["format.codec.encoding.crf"], save["format.codec.encoding.color_space"]
+    save["format.codec.encoding"] = "re-encode"
     problems = check_graph(still, core)
     assert "node 7 (SaveVideo): required input 'format.codec.encoding.crf' is missing" in problems
     save.update({"format.codec.encoding.crf": 18.0, "format.codec.encoding.color_space": "sRGB"})
@@ -272,3 +271,31 @@ def test_cli_requires_frames_unless_extracting():
     with pytest.raises(SystemExit) as caught:
         main([])
     assert caught.value.code == 2
+
+
+# -- LoRAs: the strict loader (comfyui_nodes/wan_worker_nodes/lora.py) ------------------------------
+
+
+def _pinned_wan_graph() -> dict[str, Any]:
+    return json.loads(json.dumps(workflow_graphs()["wan22_animate_replace.json"]))
+
+
+@pytest.mark.parametrize("node", ["21", "22"])
+def test_wan_graphs_refuse_the_core_lora_loader(catalogue, node):
+    graph = _pinned_wan_graph()
+    assert graph[node]["class_type"] == "StrictLoraLoaderModelOnly"
+    assert not [p for p in check_graph(graph, catalogue) if "LoRA" in p]
+    graph[node]["class_type"] = "LoraLoaderModelOnly"
+    problems = check_graph(graph, catalogue)
+    expected = f"node {node} (LoraLoaderModelOnly): LoRAs must load through StrictLoraLoaderModelOnly"
+    assert [p for p in problems if p.startswith(expected) and "lora key not loaded" in p]
+
+
+def test_the_strict_lora_loaders_files_are_checked_against_the_manifest(catalogue):
+    graph = _pinned_wan_graph()
+    assert check_graph(graph, catalogue, installed_models=load_manifest()) == []
+    graph["22"]["inputs"]["lora_name"] = "WanAnimate_relight_lora_fp16.safetensors"  # pinned before
+    assert check_graph(graph, catalogue, installed_models=load_manifest()) == [
+        "node 22 (StrictLoraLoaderModelOnly): lora_name: "
+        "models/loras/WanAnimate_relight_lora_fp16.safetensors is not a file the model manifest installs"
+    ]

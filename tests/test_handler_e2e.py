@@ -256,6 +256,29 @@ def test_hd_30fps_driving_video_is_conformed_to_120_frames(stack: Stack, tmp_pat
     assert fetched["has_audio"] is True
 
 
+def test_framing_crop_and_the_delivered_colours(stack: Stack, tmp_path: Path) -> None:
+    """A portrait driving video with framing "crop"; the avatar's flat colour reaches the user
+    within 2 levels through the (fake) SaveVideo's BT.709 encode and the worker's finalize."""
+    from PIL import Image
+
+    from tests.test_media_colour import PATCH, _decode_rgb, _patch_mean, _tags
+
+    Image.new("RGB", (1280, 720), PATCH).save(tmp_path / "flat.png")
+    stack.s3.put("inputs/flat.png", tmp_path / "flat.png")
+    portrait = make_driving_video(tmp_path / "phone.mp4", seconds=1, fps=30, width=360, height=640)
+    stack.s3.put("inputs/phone.mp4", portrait)
+    job = {"input_image_minio_path": "inputs/flat.png", "driving_video_path": "inputs/phone.mp4"}
+    result = stack.run({**job, "framing": "crop"})
+    assert "error" not in result, result
+    fetched = tmp_path / "out.mp4"
+    fetched.write_bytes(stack.s3.get_bytes(result["minio_key"]))
+    assert _tags(fetched) == ("bt709", "bt709", "bt709", "tv")
+    assert abs(_patch_mean(_decode_rgb(fetched)) - PATCH).max() <= 2
+
+    refused = stack.run({**job, "framing": "stretch"})
+    assert refused["error_code"] == "INVALID_INPUT" and refused["details"]["field"] == "framing"
+
+
 def test_job_delivered_twice_is_not_generated_again(stack: Stack) -> None:
     job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
     first = stack.run(job, job_id="twice")

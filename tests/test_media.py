@@ -244,11 +244,11 @@ def test_frame_count_rule(
     ("width", "height", "pattern"),
     [(640, 480, "left-right"), (360, 640, "top-bottom")],  # 4:3 landscape, 9:16 portrait
 )
-def test_other_shapes_are_scaled_to_cover_and_centre_cropped(
+def test_other_shapes_are_scaled_to_cover_and_centre_cropped_on_request(
     driving_video_factory: Callable[..., Path], tmp_path: Path, width: int, height: int, pattern: str
 ) -> None:
     src = driving_video_factory(1.0, fps=30, width=width, height=height, pattern=pattern)
-    driving = conform_driving_video(src, tmp_path / "d.mp4", max_duration_s=60)
+    driving = conform_driving_video(src, tmp_path / "d.mp4", max_duration_s=60, framing="crop")
     assert (driving.info.width, driving.info.height, driving.frames) == (1280, 720, 24)
     frame = extract_frame(driving.path, 0)
     if pattern == "left-right":  # the 4:3 picture fills the width: red and blue reach the sides
@@ -267,7 +267,7 @@ def test_phone_rotation_metadata_is_honoured(
     # landscape-coded frames, red left / blue right, tagged as shown turned by 90°
     src = driving_video_factory(1.0, fps=30, width=320, height=180, pattern="left-right", rotate=90)
     assert (probe_video(src).width, probe_video(src).height) == (180, 320)
-    driving = conform_driving_video(src, tmp_path / "d.mp4", max_duration_s=60)
+    driving = conform_driving_video(src, tmp_path / "d.mp4", max_duration_s=60, framing="crop")
     assert (driving.source.width, driving.source.height) == (180, 320)
     assert all("side_data_list" not in s for s in stream_facts(driving.path))  # no rotation left
     frame = extract_frame(driving.path, 0)
@@ -277,6 +277,10 @@ def test_phone_rotation_metadata_is_honoured(
     assert {near(top, RED), near(bottom, RED)} == {True, False}
     assert {near(top, BLUE), near(bottom, BLUE)} == {True, False}
     assert frame.getpixel((5, 20)) == top and frame.getpixel((1275, 20)) == top
+    # fitted (the default), the upright picture is 406x720 in the middle, black beside it
+    fitted = extract_frame(conform_driving_video(src, tmp_path / "f.mp4", max_duration_s=60).path, 0)
+    assert fitted.getpixel((640, 20)) == top and fitted.getpixel((640, 700)) == bottom
+    assert fitted.getpixel((5, 20)) == (0, 0, 0) and fitted.getpixel((1275, 700)) == (0, 0, 0)
 
 
 def test_hdr_video_is_tone_mapped_to_sdr(media_dir: Path, tmp_path: Path) -> None:

@@ -108,3 +108,17 @@ def test_output_key_leaves_absent_ids_out() -> None:
     assert output_key("outputs", "job-1", None, "a1") == "outputs/a1/job-1.mp4"
     assert output_key("outputs", "job-1", None, None) == "outputs/job-1.mp4"
     assert output_key("out/v2", "sync-12ab/x", "u", None) == "out/v2/u/sync-12ab_x.mp4"
+
+
+def test_framing_defaults_to_fit_and_crop_can_be_asked_for() -> None:
+    assert parse_request(dict(BASE), default_driving_video=None).framing == "fit"
+    assert parse(framing="crop").framing == "crop"  # type: ignore[attr-defined]
+    assert parse(framing=" Fit ").framing == "fit"  # type: ignore[attr-defined]
+    assert parse(framing=None).framing == "fit"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", ["cover", "", 1, True, ["crop"]])
+def test_other_framings_are_refused(value: object) -> None:
+    error = error_of({**BASE, "framing": value})
+    assert error.code is ErrorCode.INVALID_INPUT
+    assert error.details["field"] == "framing" and error.details["allowed"] == ["fit", "crop"]

@@ -30,7 +30,7 @@ MODEL_FILES = {  # WAN22_ANIMATE.md's table: folder -> the names the pinned grap
     "clip_vision": {"clip_vision_h.safetensors"},
     "loras": {
         "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
-        "WanAnimate_relight_lora_fp16.safetensors",
+        "wan2.2_animate_14B_relight_lora_bf16.safetensors",
     },
     "detection": {"yolov10m.onnx", "vitpose-l-wholebody.onnx"},
     "sam2": {"sam2.1_hiera_base_plus-fp16.safetensors"},  # what fp16 precision actually loads
@@ -332,11 +332,11 @@ SERVER_REFUSES: dict[str, tuple[Mutation, str]] = {
     "bad CLIP type": (_set("24", "type", "wan2.2"), "type='wan2.2' is not one of"),
     "model not on disk": (
         _set("20", "unet_name", "wan2.1_i2v.safetensors"),
-        "unet_name='wan2.1_i2v.safetensors'",
+        "unet_name: models/diffusion_models/wan2.1_i2v.safetensors is not a file the model manifest installs",
     ),
     "windows sub-path": (
         _set("7", "yolo_model", "onnx\\yolov10m.onnx"),
-        "yolo_model='onnx\\\\yolov10m.onnx'",
+        "yolo_model: models/detection/onnx\\yolov10m.onnx is not a file the model manifest installs",
     ),
     "length not a number": (_set("30", "length", "abc"), "length='abc' is not an integer"),
     "steps above max": (_set("41", "steps", 20000), "steps=20000 is above the maximum 10000"),
@@ -440,7 +440,7 @@ def test_each_mutation_is_caught(workflow, catalogue, name):
     mutate, expected = {**SERVER_REFUSES, **SERVER_LETS_THROUGH}[name]
     graph = copy.deepcopy(workflow.build(params(240)))
     mutate(graph)
-    problems = check(graph, catalogue)
+    problems = check(graph, catalogue, installed_models=load_manifest())
     assert any(expected in problem for problem in problems), problems
 
 

@@ -68,12 +68,17 @@ MODEL_INPUTS = {
     ("VAELoader", "vae_name"): "vae",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("StrictLoraLoaderModelOnly", "lora_name"): "loras",
     ("LoraLoader", "lora_name"): "loras",
     ("OnnxDetectionModelLoader", "vitpose_model"): "detection",
     ("OnnxDetectionModelLoader", "yolo_model"): "detection",
     ("DownloadAndLoadSAM2Model", "model"): "sam2",
 }
 BUILT_IN_MODEL_VALUES = {"pixel_space"}
+# Model inputs whose option list is the node's own fixed list (the pack's code), not a folder listing.
+FIXED_MODEL_LISTS = {("DownloadAndLoadSAM2Model", "model")}
+# The rest list the capture machine's models folder: checked against the manifest, never that list.
+FOLDER_MODEL_INPUTS = set(MODEL_INPUTS) - FIXED_MODEL_LISTS
 
 # Replacement mode: where each WanAnimateToVideo input must come from, as (class, output slot).
 REPLACEMENT_SOURCES: dict[str, set[tuple[str, int]]] = {
@@ -93,6 +98,10 @@ ANIMATE_CORE = "WanAnimateToVideo"
 ANIMATE_OFFICIAL_MASK = "WanAnimateToVideoOfficialMask"
 ANIMATE_CLASSES = (ANIMATE_CORE, ANIMATE_OFFICIAL_MASK)
 SIZE_NODES = (*ANIMATE_CLASSES, "PoseAndFaceDetection", "DrawViTPose")
+# LoRAs: the core loaders only log the keys that do not fit the model and go on; this repository's
+# loader (comfyui_nodes/wan_worker_nodes/lora.py) fails instead, and Wan graphs must use it.
+LORA_CORE = ("LoraLoaderModelOnly", "LoraLoader")
+LORA_STRICT = "StrictLoraLoaderModelOnly"
 
 
 def check_graph(
@@ -114,6 +123,7 @@ def check_graph(
     if any(node["class_type"] in ANIMATE_CLASSES for node in graph.values()):
         checker.check_replacement()
         checker.check_sizes(width, height)
+        checker.check_loras()
     checker.check_sam2()
     checker.check_fps(fps)
     if frames is not None and acyclic:
@@ -221,6 +231,11 @@ class _Checker:
             if (class_type, name) in INPUT_FILE_COMBOS:
                 if not isinstance(value, str) or not value:
                     self.add(node_id, f"{name} must name a file in ComfyUI's input folder")
+            elif (class_type, name) in FOLDER_MODEL_INPUTS:
+                # The catalogue's list is a folder listing of the capture machine, not the truth:
+                # model names are checked against the manifest (check_models).
+                if not isinstance(value, str) or not value:
+                    self.add(node_id, f"{name} must name a model file")
             elif value not in options:
                 shown = options if len(options) <= 20 else f"{len(options)} options"
                 self.add(node_id, f"{name}={value!r} is not one of {shown} (value_not_in_list)")
@@ -287,6 +302,15 @@ class _Checker:
         return cycle is None
 
     # -- Wan Animate replacement semantics ---------------------------------------------------
+
+    def check_loras(self) -> None:
+        for node_id in self.nodes_of(*LORA_CORE):
+            self.add(
+                node_id,
+                f"LoRAs must load through {LORA_STRICT}: the core loader only logs 'lora key not "
+                "loaded' for keys that do not fit the model and goes on without them "
+                "(comfyui_nodes/wan_worker_nodes/lora.py)",
+            )
 
     def check_replacement(self) -> None:
         for node_id in self.nodes_of(*ANIMATE_CLASSES):
@@ -689,7 +713,7 @@ def extract_catalogue(
     graphs: Iterable[Mapping[str, Any]],
     repo_nodes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The catalogue entries of the classes ``graphs`` use; input-folder file lists emptied.
+    """The catalogue entries of the classes ``graphs`` use; input- and model-folder file lists emptied.
 
     ``repo_nodes`` (``comfyui_nodes/wan_worker_nodes/catalogue.json``) declares this repository's
     own classes: ``{"like": CORE_CLASS, ...}`` takes the pinned class's entry (same inputs and
@@ -704,7 +728,9 @@ def extract_catalogue(
     if missing:
         raise KeyError(f"classes not in the source catalogue: {missing}")
     nodes = json.loads(json.dumps({name: source[name] for name in used}))
-    for class_type, name in INPUT_FILE_COMBOS:
+    # Input-folder and model-folder listings are the capture machine's files, not the truth: emptied
+    # (job files are checked by ComfyUI, model names against the manifest).
+    for class_type, name in sorted(INPUT_FILE_COMBOS | FOLDER_MODEL_INPUTS):
         entry = nodes.get(class_type)
         if entry and name in entry["input"].get("required", {}):
             spec = entry["input"]["required"][name]

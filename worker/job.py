@@ -248,7 +248,7 @@ class _Job:
             if reused is not None:
                 return self._result(request, key, reused, seed, reused=True)
             avatar_src, video_src = self._download(request, work_dir)
-            avatar_path, driving = self._prepare(avatar_src, video_src, work_dir)
+            avatar_path, driving = self._prepare(avatar_src, video_src, work_dir, framing=request.framing)
             raw_output = self._generate(request, avatar_path, driving, seed, work_dir)
             video = self._postprocess(raw_output, driving, work_dir / "final.mp4")
             self._upload(work_dir / "final.mp4", key, driving)
@@ -316,7 +316,9 @@ class _Job:
         self._check_time()
         return avatar_src, video_src
 
-    def _prepare(self, avatar_src: Path, video_src: Path, work_dir: Path) -> tuple[Path, DrivingVideo]:
+    def _prepare(
+        self, avatar_src: Path, video_src: Path, work_dir: Path, *, framing: str
+    ) -> tuple[Path, DrivingVideo]:
         self.progress.stage("prepare")
         with self.clock.measure("prepare"):
             avatar = prepare_avatar(
@@ -329,6 +331,7 @@ class _Job:
                 height=OUTPUT_HEIGHT,
                 fps=OUTPUT_FPS,
                 max_duration_s=self.settings.max_video_duration_s,
+                framing=framing,
             )
         log_event(
             "inputs_prepared",

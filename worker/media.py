@@ -5,12 +5,23 @@
   truncated or corrupt file fails here, not inside ComfyUI. Transparent pixels are flattened
   onto **white** (a cut-out portrait on white, as every viewer shows it; converting to RGB
   instead would expose whatever colour the transparent pixels happen to hold, often black).
-- ``conform_driving_video``: any video ffmpeg reads in, exactly ``width``x``height`` (scale to
-  cover, centre crop, square pixels; rotation metadata applied; HDR tone-mapped to SDR BT.709),
-  exactly ``fps``/1 constant frame rate, H.264 yuv420p, the audio (if any) as 48 kHz stereo AAC
-  that starts with the first frame (an offset in the source is kept) and lasts exactly N/fps.
+- ``conform_driving_video``: any video ffmpeg reads in, exactly ``width``x``height`` (framing
+  ``fit``: the whole picture, centred, the rest black; ``crop``: scaled to cover and centre-cropped;
+  square pixels; rotation metadata applied; HDR tone-mapped to SDR BT.709), converted from its own
+  colours to BT.709 limited range and tagged so (see Colour), exactly ``fps``/1 constant frame
+  rate, H.264 yuv420p, the audio (if any) as 48 kHz stereo AAC that starts with the first frame
+  (an offset in the source is kept) and lasts exactly N/fps.
 - ``finalize_output``: the generated video cut to the driving video's frame count, the driving
-  audio muxed in, ``+faststart``; ``validate_output`` checks a finished file and lists every problem.
+  audio muxed in, ``+faststart``, tagged BT.709; ``validate_output`` checks a finished file and
+  lists every problem.
+
+Colour: ComfyUI 0.33.0 (PyAV) turns a frame to RGB with the matrix and range its stream is tagged
+with, and with BT.601 when it is untagged, as most phone and editor exports of HD video are; an
+untagged BT.709 picture then comes out too green (RGB 32,192,64 read as 45,217,68). So the
+conformed video is converted from the source's real colours (its tags; untagged: BT.709 for HD,
+BT.601 for SD, as players assume) to BT.709 limited range and tagged BT.709 explicitly. SaveVideo
+writes BT.709 with an sRGB transfer tag; ``finalize_output`` retags the stream BT.709 throughout
+(the pixels are the model's BT.709 values), so players show what the model made.
 
 Frame count rule (conform): N = floor(D * fps + 1/2), at least 1, where D is the duration of the
 source's video stream (first frame to the end of the last one: the stream's duration, else its
@@ -60,7 +71,32 @@ AUDIO_RATE = 48_000
 # worker's own time per job). The final output is re-encoded only when it must be (see
 # finalize_output), and then for quality: the file is what the user gets.
 DRIVING_PRESET, DRIVING_CRF = "ultrafast", 16
+# Only when the generated stream cannot be copied (see finalize_output): a second generation of a
+# CRF 17 encode (SaveVideo, the workflow's node), so one step lower.
 OUTPUT_PRESET, OUTPUT_CRF = "fast", 16
+# Framing of a driving video whose shape is not width x height: "fit" shows the whole picture
+# (bars of FIT_FILL), "crop" scales it to cover and cuts the overflow.
+FRAMINGS = ("fit", "crop")
+# Black, as the official Wan2.2 Animate preprocessing pads (wan/animate.py, padding_resize): a flat
+# fill is no person to YOLO/ViTPose or SAM2, and the model keeps it as background as it is.
+FIT_FILL = "black"
+# Bars thinner than this share of a side are cropped instead (a 1920x1088 source loses 8 rows,
+# not gets two 5-pixel bars).
+FIT_CROP_TOLERANCE = 0.01
+# Every video the worker writes: BT.709 primaries, transfer and matrix, limited range.
+BT709_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
+# ffprobe's matrix names -> the scale filter's.
+_SCALE_MATRICES = {
+    "bt709": "bt709",
+    "smpte170m": "bt601",
+    "bt470bg": "bt601",
+    "fcc": "fcc",
+    "smpte240m": "smpte240m",
+    "bt2020nc": "bt2020",
+    "bt2020c": "bt2020",
+}
+# Exact colour conversion (swscale's default rounding is off by up to 2 levels).
+_SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int"
 AUDIO_BITRATE = "192k"
 PROBE_TIMEOUT_S = 120.0
 FFMPEG_TIMEOUT_S = 1800.0
@@ -239,6 +275,9 @@ class _Probe:
     audio_start_s: float | None
     audio_duration_s: float | None
     color_transfer: str  # "" when untagged; smpte2084 (PQ) and arib-std-b67 (HLG) are HDR
+    color_space: str  # the YUV matrix as ffprobe names it; "" when untagged
+    color_range: str  # "tv" (limited), "pc" (full) or "" when untagged
+    color_primaries: str
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -311,8 +350,16 @@ def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
         audio_duration_s=(_float(audio.get("duration")) or _tag_duration(audio))
         if audio is not None
         else None,
-        color_transfer=str(video.get("color_transfer") or ""),
+        color_transfer=_tag(video, "color_transfer"),
+        color_space=_tag(video, "color_space"),
+        color_range=_tag(video, "color_range"),
+        color_primaries=_tag(video, "color_primaries"),
     )
+
+
+def _tag(stream: dict[str, Any], name: str) -> str:
+    value = str(stream.get(name) or "")
+    return "" if value in ("unknown", "reserved", "unspecified") else value
 
 
 def _ffprobe_json(options: Sequence[str], path: Path, *, what: str, code: ErrorCode) -> dict[str, Any]:
@@ -421,9 +468,12 @@ def conform_driving_video(
     height: int = 720,
     fps: int = 24,
     max_duration_s: float,
+    framing: str = "fit",
 ) -> DrivingVideo:
     """Re-encode the driving video to exactly ``width``x``height`` at ``fps``/1 CFR (see the module
-    docstring for the frame count N) as H.264 yuv420p + AAC 48 kHz stereo when it has audio."""
+    docstring for the frame count N) as H.264 yuv420p BT.709 + AAC 48 kHz stereo when it has audio."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
     what = "the driving video"
     probe = _probe(src, what=what, code=ErrorCode.INVALID_MEDIA)
     _check_source(probe, what=what, max_duration_s=max_duration_s)
@@ -432,13 +482,14 @@ def conform_driving_video(
     threads = cpu_threads()
 
     inp = ffmpeg.input(str(src), threads=threads)
-    video = _conformed_video(inp, probe, width=width, height=height, fps=fps, frames=frames)
+    video = _conformed_video(inp, probe, width=width, height=height, fps=fps, frames=frames, framing=framing)
     streams = [video]
     options: dict[str, Any] = {
         "c:v": "libx264",
         "preset": DRIVING_PRESET,
         "crf": DRIVING_CRF,
         "pix_fmt": "yuv420p",
+        **BT709_TAGS,
         "r": fps,
         "threads": threads,
         "map_metadata": -1,
@@ -470,6 +521,9 @@ def conform_driving_video(
         duration_s=round(source.duration_s, 3),
         frames=frames,
         has_audio=source.has_audio,
+        framing=framing,
+        colours=f"{_source_matrix(probe)}/{_source_range(probe)}"
+        + ("" if probe.color_space else " (untagged)"),
     )
     return DrivingVideo(path=dest, frames=frames, has_audio=source.has_audio, source=source, info=result.info)
 
@@ -496,12 +550,38 @@ def _check_source(probe: _Probe, *, what: str, max_duration_s: float) -> None:
         )
 
 
-def _conformed_video(inp: Any, probe: _Probe, *, width: int, height: int, fps: int, frames: int) -> Any:
-    """Upright, covering width x height, square pixels, SDR, ``fps`` CFR, exactly ``frames``."""
-    scale_w, scale_h = _cover_size(probe, width, height)
+def _conformed_video(
+    inp: Any, probe: _Probe, *, width: int, height: int, fps: int, frames: int, framing: str = "fit"
+) -> Any:
+    """Upright, width x height (fitted or cropped), square pixels, SDR BT.709 limited range,
+    ``fps`` CFR, exactly ``frames``."""
+    hdr = probe.color_transfer in HDR_TRANSFERS
+    scale_w, scale_h = _fit_size(probe, width, height) if framing == "fit" else (0, 0)
+    if framing == "crop" or (scale_w, scale_h) == (0, 0):
+        scale_w, scale_h = _cover_size(probe, width, height)
+    # HDR keeps its own colours until tone mapping, which reads them from the frames' tags.
+    colour = (
+        {}
+        if hdr
+        else {
+            "flags": _SCALE_FLAGS,
+            "in_color_matrix": _source_matrix(probe),
+            "out_color_matrix": "bt709",
+            "in_range": _source_range(probe),
+            "out_range": "tv",
+        }
+    )
 
     def resize(stream: Any) -> Any:
-        return stream.filter("scale", scale_w, scale_h).filter("crop", width, height).filter("setsar", 1)
+        stream = stream.filter("scale", scale_w, scale_h, **colour)
+        if not hdr:  # convert here, with the matrices above, not in an implicit conversion later
+            stream = stream.filter("format", "yuv420p")
+        if scale_w >= width and scale_h >= height:
+            stream = stream.filter("crop", width, height)
+        else:
+            x, y = 2 * ((width - scale_w) // 4), 2 * ((height - scale_h) // 4)
+            stream = stream.filter("pad", width, height, x, y, color=FIT_FILL)
+        return stream.filter("setsar", 1)
 
     # ffmpeg has already turned the picture upright (autorotate) before the first filter.
     video = inp[str(probe.video_index)].filter("setpts", "PTS-STARTPTS")
@@ -536,12 +616,47 @@ def _has_filter(name: str) -> bool:
     return re.search(rf"^\s*\S+\s+{re.escape(name)}\s", proc.stdout, re.M) is not None
 
 
-def _cover_size(probe: _Probe, width: int, height: int) -> tuple[int, int]:
-    """The even size the (upright, square-pixel) picture scales to so it covers width x height."""
+def _source_matrix(probe: _Probe) -> str:
+    """The source's YUV matrix (scale filter name): its tag, else what players assume for an
+    untagged stream: BT.709 for HD (a side of 1280 or more, or more than 576 lines), else BT.601."""
+    tagged = _SCALE_MATRICES.get(probe.color_space)
+    if tagged:
+        return tagged
+    long_side, short_side = max(probe.coded_size), min(probe.coded_size)
+    return "bt709" if long_side >= 1280 or short_side > 576 else "bt601"
+
+
+def _source_range(probe: _Probe) -> str:
+    """ "pc" (full range) when tagged so or stored as yuvj (JPEG-range), else "tv" (limited)."""
+    if probe.color_range == "pc" or probe.info.pix_fmt.startswith("yuvj"):
+        return "pc"
+    return "tv"
+
+
+def _shown_size(probe: _Probe) -> tuple[float, float]:
+    """The picture's size upright with square pixels."""
     shown_w = probe.coded_size[0] * float(probe.sample_aspect)
     shown_h = float(probe.coded_size[1])
     if probe.rotation % 180 == 90:
         shown_w, shown_h = shown_h, shown_w
+    return shown_w, shown_h
+
+
+def _fit_size(probe: _Probe, width: int, height: int) -> tuple[int, int]:
+    """The even size the picture scales to so all of it fits in width x height; (0, 0) when the
+    bars would be thinner than FIT_CROP_TOLERANCE (then it is cropped: see _cover_size)."""
+    shown_w, shown_h = _shown_size(probe)
+    factor = min(width / shown_w, height / shown_h)
+    fit_w = min(width, max(2, 2 * round(shown_w * factor / 2)))
+    fit_h = min(height, max(2, 2 * round(shown_h * factor / 2)))
+    if fit_w >= width * (1 - FIT_CROP_TOLERANCE) and fit_h >= height * (1 - FIT_CROP_TOLERANCE):
+        return 0, 0
+    return fit_w, fit_h
+
+
+def _cover_size(probe: _Probe, width: int, height: int) -> tuple[int, int]:
+    """The even size the (upright, square-pixel) picture scales to so it covers width x height."""
+    shown_w, shown_h = _shown_size(probe)
     factor = max(width / shown_w, height / shown_h)
 
     def even_at_least(value: float, minimum: int) -> int:
@@ -569,14 +684,20 @@ def _conformed_audio(inp: Any, probe: _Probe, *, total_samples: int) -> Any:
 
 # -- the output ----------------------------------------------------------------------------
 
+_BT709_SPS = "h264_metadata=" + ":".join(
+    ("colour_primaries=1", "transfer_characteristics=1", "matrix_coefficients=1", "video_full_range_flag=0")
+)
+
 
 def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
     """The deliverable: ``raw`` (what ComfyUI made) cut to ``driving.frames`` frames, with the
     conformed driving audio (when there is some), ``+faststart``, checked by validate_output.
 
     The video stream is copied as is when it is H.264 yuv420p and its first N packets are exactly
-    its first N frames (always true without B-frames); otherwise it is re-encoded. Audio or
-    metadata in ``raw`` (ComfyUI stores the whole prompt there) are dropped."""
+    its first N frames (always true without B-frames), only its colour tags rewritten to BT.709
+    (SaveVideo tags the transfer sRGB); otherwise it is re-encoded, from its tagged colours (BT.709
+    when untagged) to BT.709. Audio or metadata in ``raw`` (ComfyUI stores the whole prompt there)
+    are dropped."""
     what = "the generated video"
     probe = _probe(raw, what=what, code=ErrorCode.OUTPUT_INVALID)
     frames = driving.frames
@@ -592,11 +713,23 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
         and (probe.info.frames == frames or _cut_keeps_order(raw, frames))
     )
     video = ffmpeg.input(str(raw))[str(probe.video_index)]
-    video_options: dict[str, Any] = {"map_metadata": -1, "map_chapters": -1, "f": "mp4"}
+    video_options: dict[str, Any] = {"map_metadata": -1, "map_chapters": -1, "f": "mp4", **BT709_TAGS}
     if copy:
-        video_options.update({"c:v": "copy", "frames:v": frames})
+        # The tags in the stream itself (SPS); the options above set the container's.
+        video_options.update({"c:v": "copy", "frames:v": frames, "bsf:v": _BT709_SPS})
     else:
-        video = video.filter("trim", end_frame=frames)
+        video = (
+            video.filter("trim", end_frame=frames)
+            .filter(
+                "scale",
+                flags=_SCALE_FLAGS,
+                in_color_matrix=_SCALE_MATRICES.get(probe.color_space, "bt709"),
+                out_color_matrix="bt709",
+                in_range=_source_range(probe),
+                out_range="tv",
+            )
+            .filter("format", "yuv420p")
+        )
         video_options.update(
             {
                 "c:v": "libx264",

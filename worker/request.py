@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import ErrorCode, WorkerError
+from worker.media import FRAMINGS
 from worker.storage import validate_key
 
 FIELDS = (
@@ -25,7 +26,11 @@ FIELDS = (
     "prompt",
     "negative_prompt",
     "return_presigned_url",
+    "framing",
 )
+# How a driving video of another shape becomes 1280x720: "fit" (the whole picture, black bars)
+# or "crop" (scaled to cover, centre-cropped); see worker.media.
+DEFAULT_FRAMING = "fit"
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**64 - 1
 MAX_ID_CHARS = 128
@@ -43,6 +48,7 @@ class JobRequest:
     prompt: str | None
     negative_prompt: str | None
     return_presigned_url: bool
+    framing: str = DEFAULT_FRAMING
 
 
 def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
@@ -86,6 +92,7 @@ def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
         prompt=_optional_prompt(raw, "prompt"),
         negative_prompt=_optional_prompt(raw, "negative_prompt"),
         return_presigned_url=_optional_bool(raw, "return_presigned_url"),
+        framing=_optional_framing(raw),
     )
 
 
@@ -143,6 +150,19 @@ def _optional_prompt(raw: dict[str, Any], name: str) -> str | None:
     if value is not None and len(value) > MAX_PROMPT_CHARS:
         raise _invalid(f"{name} is longer than {MAX_PROMPT_CHARS} characters", field=name)
     return value
+
+
+def _optional_framing(raw: dict[str, Any]) -> str:
+    value = raw.get("framing")
+    if value is None:
+        return DEFAULT_FRAMING
+    if not isinstance(value, str) or value.strip().lower() not in FRAMINGS:
+        raise _invalid(
+            f"framing must be one of {', '.join(map(repr, FRAMINGS))}, got {value!r}",
+            field="framing",
+            allowed=list(FRAMINGS),
+        )
+    return value.strip().lower()
 
 
 def _optional_bool(raw: dict[str, Any], name: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 LOADER_INPUTS = {
     ("UNETLoader", "unet_name"): "diffusion_models",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("StrictLoraLoaderModelOnly", "lora_name"): "loras",  # comfyui_nodes/wan_worker_nodes/lora.py
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
@@ -36,7 +37,8 @@ def builder_for(folder: str, name: str) -> ModelFile:
         return ModelFile(folder, name, "dit_fp8" if "fp8" in lower else "dit_bf16")
     if folder == "loras":
         # lightx2v: rank 64 bf16 on every Linear of the 40 blocks (738 MB). The relight LoRA's key
-        # layout was not seen: 1.44 GB fp16 matches rank 128 on the same Linears, used as its stand-in.
+        # layout was not seen: 1.44 GB of 16-bit weights matches rank 128 on the same Linears, used as
+        # its stand-in (in ComfyUI's native key names, which StrictLoraLoaderModelOnly requires).
         rank = 64 if "rank64" in lower else 128
         return ModelFile(
             folder, name, "lora", lora_rank=rank, lora_dtype="fp16" if "fp16" in lower else "bf16"

@@ -23,6 +23,7 @@ SAMPLER_CLASS = "KSampler"
 STAGE_OF_CLASS = {
     "UNETLoader": "load: models (file -> RAM)",
     "LoraLoaderModelOnly": "load: models (file -> RAM)",
+    "StrictLoraLoaderModelOnly": "load: models (file -> RAM)",
     "ModelSamplingSD3": "load: models (file -> RAM)",
     "CLIPLoader": "load: models (file -> RAM)",
     "VAELoader": "load: models (file -> RAM)",
