@@ -7,7 +7,8 @@ Wan2.2 Animate makes a long video out of 77-frame windows; each later window con
 previous one's last 5 frames and adds 72 new ones, so window k+1's new frames start at output
 frame ``77 + 72 * (k - 1)`` (a *join*). The known failure is a visible step there: a jump in
 brightness or colour, or colours that drift a little more after each window. This module decodes
-the driving video (conformed as the worker does: 24 fps, scaled to cover and centre-cropped) and
+the driving video (conformed as the worker does: 24 fps; fitted with black bars, or scaled to
+cover and centre-cropped for ``framing: crop``) and
 the output through an ffmpeg pipe, one small frame at a time (never the whole video in memory),
 and measures per output frame:
 
@@ -100,13 +101,23 @@ def window_plan(frames: int, windows_section: dict[str, Any] | None = None) -> W
 # -- frames ---------------------------------------------------------------------------------------
 
 
-def iter_frames(path: Path, *, max_frames: int | None = None) -> Iterator[Image.Image]:
-    """Frames of ``path`` at 24 fps, scaled to cover TILE_W x TILE_H and centre-cropped (what the
-    worker does to a driving video, at a small size), as RGB images, one at a time."""
-    vf = (
-        f"setpts=PTS-STARTPTS,fps={FPS},scale={TILE_W}:{TILE_H}:force_original_aspect_ratio=increase,"
-        f"crop={TILE_W}:{TILE_H},setsar=1"
-    )
+FRAMINGS = ("fit", "crop")  # the job's ``framing`` (worker/request.py)
+
+
+def iter_frames(path: Path, *, max_frames: int | None = None, framing: str = "fit") -> Iterator[Image.Image]:
+    """Frames of ``path`` at 24 fps in TILE_W x TILE_H as the worker frames a driving video (at a
+    small size): fitted inside with black bars, or scaled to cover and centre-cropped; RGB images,
+    one at a time. A 16:9 video (every output) comes out the same either way."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
+    if framing == "crop":
+        size = f"scale={TILE_W}:{TILE_H}:force_original_aspect_ratio=increase,crop={TILE_W}:{TILE_H}"
+    else:
+        size = (
+            f"scale={TILE_W}:{TILE_H}:force_original_aspect_ratio=decrease,"
+            f"pad={TILE_W}:{TILE_H}:(ow-iw)/2:(oh-ih)/2:black"
+        )
+    vf = f"setpts=PTS-STARTPTS,fps={FPS},{size},setsar=1"
     command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", vf]
     command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     size = TILE_W * TILE_H * 3
@@ -157,10 +168,10 @@ class Series:
         return [sum(row[c] for row in rows) / len(rows) for c in range(3)]
 
 
-def measure(path: Path, keep: set[int], *, max_frames: int | None = None) -> Series:
+def measure(path: Path, keep: set[int], *, max_frames: int | None = None, framing: str = "fit") -> Series:
     series = Series()
     previous: Image.Image | None = None
-    for index, frame in enumerate(iter_frames(path, max_frames=max_frames)):
+    for index, frame in enumerate(iter_frames(path, max_frames=max_frames, framing=framing)):
         r, g, b = ImageStat.Stat(frame).mean
         series.means.append((r, g, b))
         if previous is None:
@@ -292,16 +303,18 @@ def analyse(
     *,
     frames: int | None = None,
     windows_section: dict[str, Any] | None = None,
+    framing: str = "fit",
 ) -> dict[str, Any]:
-    """Measures ``output_path`` (and the driving video), writes the pictures into ``out_dir``
-    and returns the numbers (JSON-ready), with ``warnings`` for joins that stand out."""
+    """Measures ``output_path`` (and the driving video, framed as the job asked), writes the
+    pictures into ``out_dir`` and returns the numbers (JSON-ready), with ``warnings`` for joins
+    that stand out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if frames is None:  # how long the output is decides the plan: one pass to count
         frames = measure(output_path, set()).frames
     plan = window_plan(frames, windows_section)
     keep = _frames_to_show(plan, frames)
     output = measure(output_path, keep, max_frames=frames)
-    driving = measure(driving_path, keep, max_frames=output.frames) if driving_path else None
+    driving = measure(driving_path, keep, max_frames=output.frames, framing=framing) if driving_path else None
     joins = score_joins(output, driving, plan.joins)
     warnings = [
         f"join {j.join} (output frame {j.frame}, window {j.window}) stands out: {'; '.join(j.reasons)}"

@@ -145,3 +145,20 @@ def test_joins_follow_the_workers_window_plan_and_the_formula(
     monkeypatch.setitem(sys.modules, "worker.windows", None)  # smoke_test.py copied out of the repo
     standalone = smoke_report.window_plan(frames)
     assert standalone.joins == expected and standalone.source.startswith("formula")
+
+
+def test_a_portrait_driving_video_is_framed_as_the_worker_frames_it(tmp_path: Path) -> None:
+    """The worker fits a portrait video with black bars by default (framing "fit"); the report's
+    driving row must show the same picture, or output and driving would not line up."""
+    portrait = tmp_path / "portrait.mp4"
+    command = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i"]
+    command += ["color=c=white:size=360x640:rate=24:duration=0.5", "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    subprocess.run([*command, str(portrait)], check=True, timeout=60)
+    fitted = next(smoke_report.iter_frames(portrait))
+    cropped = next(smoke_report.iter_frames(portrait, framing="crop"))
+    w, h = fitted.size
+    assert max(fitted.getpixel((2, h // 2))) < 20  # a black bar at the side
+    assert min(fitted.getpixel((w // 2, h // 2))) > 230  # the white picture in the middle
+    assert min(cropped.getpixel((2, h // 2))) > 230  # cropped: white to the edge
+    with pytest.raises(ValueError, match="framing"):
+        next(smoke_report.iter_frames(portrait, framing="stretch"))
