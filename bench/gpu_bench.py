@@ -177,6 +177,8 @@ def register_stand_ins(graph: dict[str, Any], tiny: bool, results: Results) -> s
         results.add(
             "notes", f"{class_type}: stand-in ({plan.WHY_NOT_MEASURED.get(class_type, 'pack not loaded')})"
         )
+    # A guard node that runs a stand-in is timed as one.
+    used |= {ours for ours, pack in plan.WRAPPED_PACK_CLASS.items() if pack in used}
     if tiny:
         for class_type, cls in TINY_TEXT_STAND_INS.items():
             nodes.NODE_CLASS_MAPPINGS[class_type] = cls

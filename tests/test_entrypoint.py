@@ -74,8 +74,13 @@ def comfy():
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = json.dumps({"system": {"comfyui_version": "fake"}}).encode()
-            self.send_response(200 if self.path == "/system_stats" else 404)
+            status, body = 404, json.dumps({"system": {"comfyui_version": "fake"}}).encode()
+            onnx = os.environ.get("FAKE_COMFY_ONNX")  # what wan_worker_nodes serves at /wan_worker/onnx
+            if self.path == "/system_stats":
+                status = 200
+            elif self.path == "/wan_worker/onnx" and onnx:
+                status, body = 200, onnx.encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body)
@@ -388,3 +393,32 @@ def test_a_valid_configuration_passes_the_check(box: Box) -> None:
     )
     assert run.code == 0, run.output
     assert box.has("handler.start")
+
+
+def test_a_gpu_machine_without_the_onnx_cuda_provider_stops_at_the_worker_start(box: Box) -> None:
+    # The real handler: it reads ComfyUI's ONNX Runtime report once ComfyUI is up and refuses to start.
+    report = {
+        "gpu": True,
+        "cuda_session_ok": False,
+        "available_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "session_providers": ["CPUExecutionProvider"],
+        "reason": "CUDAExecutionProvider is listed but the session fell back to ['CPUExecutionProvider']",
+        "sessions": {},
+    }
+    run = box.run(
+        APP_DIR=str(ROOT),
+        HANDLER_CMD=f"{sys.executable} -u {ROOT / 'handler.py'}",
+        FAKE_COMFY_ONNX=json.dumps(report),
+        MINIO_ENDPOINT="127.0.0.1:9",
+        MINIO_ACCESS_KEY="key",
+        MINIO_SECRET_KEY="secret",
+        MINIO_BUCKET="media",
+    )
+    assert run.code == 2, run.output
+    assert (
+        "[worker] wan-worker: an NVIDIA GPU is present but ONNX Runtime in ComfyUI cannot create a "
+        "CUDA session" in run.output
+    )
+    assert "pose detection would silently run on the CPU" in run.output
+    assert "the worker exited with code 2; stopping ComfyUI" in run.output
+    assert box.has("comfy.sigterm")

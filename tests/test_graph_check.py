@@ -89,8 +89,15 @@ def test_committed_catalogue_matches_a_fresh_extraction(tmp_path):
 
 def test_committed_catalogue_covers_every_class_the_workflows_use(catalogue):
     used = {node["class_type"] for graph in workflow_graphs().values() for node in graph.values()}
-    extended = {entry["like"] for name, entry in load_repo_nodes().items() if name in used}
-    assert extended == {"WanAnimateToVideo", "LoraLoaderModelOnly"}
+    extended = {
+        entry["like"] for name, entry in load_repo_nodes().items() if name in used and "like" in entry
+    }
+    assert extended == {
+        "WanAnimateToVideo",
+        "LoraLoaderModelOnly",
+        "Sam2Segmentation",
+        "OnnxDetectionModelLoader",
+    }
     assert used | extended == set(catalogue)
     raw = json.loads(CATALOGUE_PATH.read_text())
     assert "ComfyUI 0.33.0 (783545f6)" in raw["stack"] and len(raw["source_sha256"]) == 64
@@ -299,4 +306,129 @@ def test_the_strict_lora_loaders_files_are_checked_against_the_manifest(catalogu
     assert check_graph(graph, catalogue, installed_models=load_manifest()) == [
         "node 22 (StrictLoraLoaderModelOnly): lora_name: "
         "models/loras/WanAnimate_relight_lora_fp16.safetensors is not a file the model manifest installs"
+    ]
+
+
+# -- model names: the manifest decides, never the capture machine's folder listing ---------------
+
+
+def test_extraction_empties_model_folder_listings_but_keeps_fixed_lists():
+    source = {
+        "UNETLoader": {
+            "input": {"required": {"unet_name": [["captured.safetensors"]], "weight_dtype": [["default"]]}}
+        },
+        "OnnxDetectionModelLoader": {"input": {"required": {"yolo_model": [["y.onnx"], {"tooltip": "t"}]}}},
+        "DownloadAndLoadSAM2Model": {"input": {"required": {"model": [["sam2.1_hiera_tiny.safetensors"]]}}},
+    }
+    graph = {str(i): {"class_type": name, "inputs": {}} for i, name in enumerate(source)}
+    nodes = extract_catalogue(source, [graph])["nodes"]
+    assert nodes["UNETLoader"]["input"]["required"]["unet_name"][0] == []
+    assert nodes["UNETLoader"]["input"]["required"]["weight_dtype"][0] == ["default"]
+    assert nodes["OnnxDetectionModelLoader"]["input"]["required"]["yolo_model"][0] == []
+    # the pack's own fixed list of SAM2 names is code, not a folder listing
+    assert nodes["DownloadAndLoadSAM2Model"]["input"]["required"]["model"][0] == [
+        "sam2.1_hiera_tiny.safetensors"
+    ]
+
+
+def test_the_committed_catalogue_holds_no_model_folder_listing(catalogue):
+    assert catalogue["UNETLoader"]["input"]["required"]["unet_name"][0] == []
+    assert catalogue["OnnxDetectionModelLoaderChecked"]["input"]["required"]["yolo_model"][0] == []
+
+
+def test_model_names_are_checked_against_the_manifest_not_the_catalogue(catalogue):
+    graph = {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "wan2.2_animate_14B_bf16.safetensors", "weight_dtype": "default"},
+        }
+    }
+    assert check_graph(graph, catalogue, installed_models=load_manifest(variant="bf16")) == [
+        "the graph must have exactly one output node, has 0: []"
+    ]
+    problems = check_graph(graph, catalogue, installed_models=load_manifest())
+    assert (
+        "node 1 (UNETLoader): unet_name: models/diffusion_models/wan2.2_animate_14B_bf16.safetensors "
+        "is not a file the model manifest installs" in problems
+    )
+    assert not [p for p in problems if "value_not_in_list" in p]
+    graph["1"]["inputs"]["unet_name"] = ""
+    assert "node 1 (UNETLoader): unet_name must name a model file" in check_graph(graph, catalogue)
+
+
+def test_a_variant_replaces_the_default_files_of_its_role(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "default_variant": "fp8",
+                "files": [
+                    {"role": "dit", "filename": "fp8.safetensors", "folder": "diffusion_models"},
+                    {"role": "vae", "filename": "vae.safetensors", "folder": "vae"},
+                ],
+                "alternatives": {
+                    "bf16": {
+                        "files": [
+                            {"role": "dit", "filename": "bf16.safetensors", "folder": "diffusion_models"}
+                        ]
+                    }
+                },
+            }
+        )
+    )
+    assert load_manifest(manifest, variant="fp8") == load_manifest(manifest)
+    assert load_manifest(manifest, variant="bf16") == {
+        "diffusion_models": {"bf16.safetensors"},
+        "vae": {"vae.safetensors"},
+    }
+    with pytest.raises(KeyError, match=r"no variant 'fp4'; it has \['fp8', 'bf16'\]"):
+        load_manifest(manifest, variant="fp4")
+
+
+def test_cli_checks_the_bf16_switch(monkeypatch, capsys):
+    monkeypatch.setenv("WAN_DIFFUSION_MODEL", "wan2.2_animate_14B_bf16.safetensors")
+    assert main(["--frames", "240", "--variant", "bf16"]) == 0
+    assert main(["--frames", "240"]) == 1
+    assert (
+        "wan2.2_animate_14B_bf16.safetensors is not a file the model manifest installs"
+        in capsys.readouterr().out
+    )
+
+
+# -- pack nodes Wan graphs run through this repository's guards -----------------------------------
+
+
+def _wan_graph() -> dict[str, Any]:
+    return copy.deepcopy(workflow_graphs()["wan22_animate_replace.json"])
+
+
+@pytest.mark.parametrize(
+    ("node", "pack", "ours"),
+    [
+        ("11", "Sam2Segmentation", "Sam2SegmentationReleased"),
+        ("7", "OnnxDetectionModelLoader", "OnnxDetectionModelLoaderChecked"),
+    ],
+)
+def test_wan_graphs_refuse_the_pack_class_a_guard_replaces(catalogue, node, pack, ours):
+    graph = _wan_graph()
+    assert graph[node]["class_type"] == ours
+    assert not [p for p in check_graph(graph, catalogue) if pack in p]
+    graph[node]["class_type"] = pack
+    problems = check_graph(graph, catalogue)
+    assert [p for p in problems if p.startswith(f"node {node} ({pack}): Wan graphs must use {ours} instead")]
+
+
+def test_sam2_rules_apply_to_the_releasing_segmenter(catalogue):
+    graph = _wan_graph()
+    graph["10"]["inputs"]["segmentor"] = "single_image"
+    assert (
+        "node 11 (Sam2SegmentationReleased): single_image reuses frame 1's box on every frame; "
+        "track with 'video'" in check_graph(graph, catalogue)
+    )
+    graph = _wan_graph()
+    graph["11"]["inputs"]["bboxes"] = ["8", 2]
+    assert [
+        p
+        for p in check_graph(graph, catalogue)
+        if p.startswith("node 11 (Sam2SegmentationReleased): bboxes comes from")
     ]

@@ -57,3 +57,71 @@ def test_each_job_graph_is_checked(tmp_path: Path) -> None:
         runner.checked_graph(params)
     assert caught.value.code is ErrorCode.WORKFLOW_INVALID
     assert caught.value.details["problems"]
+
+
+# -- model names: checked against the manifest for MODEL_VARIANT, not a captured folder listing --
+
+BF16 = "wan2.2_animate_14B_bf16.safetensors"
+FP8 = "Wan2_2-Animate-14B_fp8_scaled_e4m3fn_KJ_v2.safetensors"
+WAN = {**ENV, "WORKFLOW": "workflows/wan22_animate_replace.json"}
+
+
+def _params(frames: int) -> WorkflowParams:
+    return WorkflowParams(
+        image="a.png",
+        driving_video="d.mp4",
+        frames=frames,
+        filename_prefix="p",
+        seed=1,
+        prompt="",
+        negative_prompt="",
+        width=1280,
+        height=720,
+        fps=24.0,
+    )
+
+
+def test_the_bf16_switch_starts_and_its_graphs_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_DIFFUSION_MODEL", BF16)
+    runner = JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": "bf16"}))
+    assert BF16 in runner.installed_models["diffusion_models"]
+    assert FP8 not in runner.installed_models["diffusion_models"]  # the variant replaces, as installed
+    for frames in (77, 240):
+        graph = runner.checked_graph(_params(frames))
+        assert [n["inputs"]["unet_name"] for n in graph.values() if n["class_type"] == "UNETLoader"] == [BF16]
+
+
+@pytest.mark.parametrize(
+    ("variant", "model", "named"),
+    [
+        ("fp8", BF16, f"models/diffusion_models/{BF16}"),  # only WAN_DIFFUSION_MODEL switched
+        ("bf16", FP8, f"models/diffusion_models/{FP8}"),  # only MODEL_VARIANT switched
+        ("fp8", "wan2.1_i2v.safetensors", "models/diffusion_models/wan2.1_i2v.safetensors"),
+    ],
+)
+def test_a_model_the_manifest_does_not_install_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, variant: str, model: str, named: str
+) -> None:
+    monkeypatch.setenv("WAN_DIFFUSION_MODEL", model)
+    with pytest.raises(WorkerError) as caught:
+        JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": variant}))
+    error = caught.value
+    assert error.code is ErrorCode.CONFIG_INVALID
+    assert f"{named} is not a file the model manifest installs" in error.message
+    assert f"MODEL_VARIANT={variant}" in error.message
+    assert "MODEL_VARIANT=bf16 and WAN_DIFFUSION_MODEL=wan2.2_animate_14B_bf16.safetensors" in error.message
+    assert error.details["model_variant"] == variant
+
+
+def test_an_unknown_model_variant_is_a_configuration_error() -> None:
+    with pytest.raises(WorkerError) as caught:
+        Settings.from_env({**WAN, "MODEL_VARIANT": "fp4"})
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert "MODEL_VARIANT='fp4': expected one of fp8, bf16" in caught.value.message
+
+
+def test_the_worker_knows_every_manifest_variant() -> None:
+    from worker.config import MODEL_VARIANTS
+
+    manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
+    assert list(MODEL_VARIANTS) == [manifest["default_variant"], *manifest["alternatives"]]

@@ -21,6 +21,8 @@ DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "wan22_animate_replace.json"
 
 T = TypeVar("T")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage")
+# models/manifest.json's default_variant and alternatives (a test keeps them equal).
+MODEL_VARIANTS = ("fp8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Settings:
     allow_private_urls: bool
     # Behaviour
     attention_backend: str  # applied inside ComfyUI by comfyui_nodes/wan_worker_attention; checked here
+    model_variant: str  # the manifest variant download_models.py installs; model names are checked against it
     progress_interval_s: float
     work_dir: Path
 
@@ -85,6 +88,7 @@ class Settings:
             ),
             allow_private_urls=reader.optional("ALLOW_PRIVATE_URLS", _bool, False),
             attention_backend=reader.optional("ATTENTION_BACKEND", _one_of(ATTENTION_BACKENDS), "auto"),
+            model_variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
         )

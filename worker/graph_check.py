@@ -72,6 +72,8 @@ MODEL_INPUTS = {
     ("LoraLoader", "lora_name"): "loras",
     ("OnnxDetectionModelLoader", "vitpose_model"): "detection",
     ("OnnxDetectionModelLoader", "yolo_model"): "detection",
+    ("OnnxDetectionModelLoaderChecked", "vitpose_model"): "detection",
+    ("OnnxDetectionModelLoaderChecked", "yolo_model"): "detection",
     ("DownloadAndLoadSAM2Model", "model"): "sam2",
 }
 BUILT_IN_MODEL_VALUES = {"pixel_space"}
@@ -80,6 +82,24 @@ FIXED_MODEL_LISTS = {("DownloadAndLoadSAM2Model", "model")}
 # The rest list the capture machine's models folder: checked against the manifest, never that list.
 FOLDER_MODEL_INPUTS = set(MODEL_INPUTS) - FIXED_MODEL_LISTS
 
+# Pack nodes that Wan graphs must run through this repository's guard of them
+# (comfyui_nodes/wan_worker_nodes): pack class -> (our class, why).
+SAM2_PACK, SAM2_RELEASED = "Sam2Segmentation", "Sam2SegmentationReleased"
+SAM2_SEGMENTERS = (SAM2_PACK, SAM2_RELEASED)
+ONNX_PACK, ONNX_CHECKED = "OnnxDetectionModelLoader", "OnnxDetectionModelLoaderChecked"
+PACK_GUARDS = {
+    SAM2_PACK: (
+        SAM2_RELEASED,
+        "the pack's node keeps the whole video at 1024x1024 float32 and the tracking outputs on its "
+        "instance until the next job (comfyui_nodes/wan_worker_nodes/sam2.py)",
+    ),
+    ONNX_PACK: (
+        ONNX_CHECKED,
+        "the pack's loader lets ONNX Runtime fall back to the CPU without a word when CUDA fails, "
+        "and pose detection then takes minutes (comfyui_nodes/wan_worker_nodes/onnx.py)",
+    ),
+}
+
 # Replacement mode: where each WanAnimateToVideo input must come from, as (class, output slot).
 REPLACEMENT_SOURCES: dict[str, set[tuple[str, int]]] = {
     "reference_image": {("LoadImage", 0), ("ImageResizeKJv2", 0), ("ImageScale", 0)},
@@ -87,10 +107,11 @@ REPLACEMENT_SOURCES: dict[str, set[tuple[str, int]]] = {
     "pose_video": {("DrawViTPose", 0)},
     "face_video": {("PoseAndFaceDetection", 1)},  # 512x512 crops, not drawn face landmarks
     "background_video": {("DrawMaskOnImage", 0)},
-    "character_mask": {("BlockifyMask", 0), ("GrowMaskWithBlur", 0), ("Sam2Segmentation", 0)},
+    "character_mask": {("BlockifyMask", 0), ("GrowMaskWithBlur", 0), (SAM2_PACK, 0), (SAM2_RELEASED, 0)},
 }
 OTHER_SOURCES: dict[tuple[str, str], set[tuple[str, int]]] = {
-    ("Sam2Segmentation", "bboxes"): {("PoseAndFaceDetection", 3)},  # not face_bboxes ("BBOX," matches)
+    (SAM2_PACK, "bboxes"): {("PoseAndFaceDetection", 3)},  # not face_bboxes ("BBOX," matches)
+    (SAM2_RELEASED, "bboxes"): {("PoseAndFaceDetection", 3)},
 }
 # Window conditioning: the core class, and this repository's class with the official mask layout
 # (comfyui_nodes/wan_worker_nodes/animate.py), which replacement mode must use.
@@ -124,6 +145,7 @@ def check_graph(
         checker.check_replacement()
         checker.check_sizes(width, height)
         checker.check_loras()
+        checker.check_pack_guards()
     checker.check_sam2()
     checker.check_fps(fps)
     if frames is not None and acyclic:
@@ -312,6 +334,11 @@ class _Checker:
                 "(comfyui_nodes/wan_worker_nodes/lora.py)",
             )
 
+    def check_pack_guards(self) -> None:
+        for pack, (ours, why) in PACK_GUARDS.items():
+            for node_id in self.nodes_of(pack):
+                self.add(node_id, f"Wan graphs must use {ours} instead of the pack's {pack}: {why}")
+
     def check_replacement(self) -> None:
         for node_id in self.nodes_of(*ANIMATE_CLASSES):
             if self.graph[node_id]["class_type"] != ANIMATE_OFFICIAL_MASK:
@@ -468,7 +495,7 @@ class _Checker:
             if inputs.get("device") == "cpu" and inputs.get("precision") in ("fp16", "bf16"):
                 self.add(loader, "device=cpu with fp16/bf16 raises at run time (use fp32 on cpu)")
             for segmenter, _ in self.consumers(loader):
-                if self.graph[segmenter]["class_type"] != "Sam2Segmentation":
+                if self.graph[segmenter]["class_type"] not in SAM2_SEGMENTERS:
                     continue
                 boxes = self.link(segmenter, "bboxes") is not None
                 segmentor = inputs.get("segmentor")
@@ -685,14 +712,22 @@ def load_catalogue(path: Path = CATALOGUE_PATH) -> dict[str, Any]:
 
 
 def load_manifest(path: Path = MANIFEST_PATH, *, variant: str | None = None) -> dict[str, set[str]]:
-    """models folder -> file names the manifest installs (plus a named alternative's files)."""
+    """models folder -> file names the manifest installs for ``variant`` (None or the default
+    variant: the default files; an alternative's files replace the default entries of the same
+    role, as ``download_models.py --variant`` installs them)."""
     data = json.loads(path.read_text())
     files = list(data.get("files", []))
-    if variant is not None:
+    if variant is not None and variant != data.get("default_variant"):
         alternatives = data.get("alternatives", {})
         if variant not in alternatives:
-            raise KeyError(f"the manifest has no variant {variant!r}; it has {sorted(alternatives)}")
-        files += alternatives[variant].get("files", [])
+            known = [str(data["default_variant"])] if "default_variant" in data else []
+            raise KeyError(
+                f"the manifest has no variant {variant!r}; it has {[*known, *sorted(alternatives)]}"
+            )
+        replacing = alternatives[variant].get("files", [])
+        roles = {entry["role"] for entry in replacing if "role" in entry}
+        files = [entry for entry in files if entry.get("role") not in roles or "role" not in entry]
+        files += replacing
     installed: dict[str, set[str]] = {}
     for entry in files:
         installed.setdefault(str(entry["folder"]), set()).add(str(entry["filename"]))

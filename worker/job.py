@@ -23,7 +23,7 @@ from worker.attention import backend_in_use
 from worker.comfy_client import ComfyClient, Progress
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
-from worker.graph_check import check_graph, load_catalogue
+from worker.graph_check import MANIFEST_PATH, check_graph, load_catalogue, load_manifest
 from worker.logs import job_context, log_event
 from worker.media import (
     DrivingVideo,
@@ -33,6 +33,7 @@ from worker.media import (
     prepare_avatar,
     validate_output,
 )
+from worker.onnx_providers import providers_in_use, start_refusal
 from worker.request import JobRequest, output_key, parse_request, sanitize_id
 from worker.storage import Storage
 from worker.urlfetch import fetch_url
@@ -116,6 +117,8 @@ class JobRunner:
         self.settings = settings
         self.workflow = Workflow.load(settings.workflow)
         self.catalogue = load_catalogue()
+        # Model names are checked against what the manifest installs for MODEL_VARIANT.
+        self.installed_models = load_manifest(variant=settings.model_variant)
         self._check_workflow_at_start()
         self.storage = storage or Storage(
             endpoint=settings.minio_endpoint,
@@ -129,6 +132,8 @@ class JobRunner:
         )
         self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
         self._attention: dict[str, Any] | None = None
+        self._onnx: dict[str, Any] | None = None
+        self._check_onnx_at_start()
 
     def checked_graph(self, params: WorkflowParams) -> dict[str, Any]:
         """The job's graph, refused unless it passes the pinned stack's checks: ComfyUI's own
@@ -137,6 +142,7 @@ class JobRunner:
         problems = check_graph(
             graph,
             self.catalogue,
+            installed_models=self.installed_models,
             frames=params.frames,
             fps=params.fps,
             width=params.width,
@@ -153,7 +159,47 @@ class JobRunner:
     def _check_workflow_at_start(self) -> None:
         """A broken workflow stops the worker at start, not on the first job."""
         for frames in (1, 150):
-            self.checked_graph(self.workflow.example_params(frames, filename_prefix="wan-worker/start-check"))
+            try:
+                self.checked_graph(
+                    self.workflow.example_params(frames, filename_prefix="wan-worker/start-check")
+                )
+            except WorkerError as exc:
+                if not any("model manifest" in p for p in exc.details.get("problems", [])):
+                    raise
+                variant = self.settings.model_variant
+                installs = {folder: sorted(names) for folder, names in self.installed_models.items()}
+                raise WorkerError(
+                    ErrorCode.CONFIG_INVALID,
+                    f"{exc.message}. MODEL_VARIANT={variant} installs only the files of {MANIFEST_PATH.name} "
+                    "for that variant: the bf16 model needs both MODEL_VARIANT=bf16 and "
+                    "WAN_DIFFUSION_MODEL=wan2.2_animate_14B_bf16.safetensors, the fp8 model neither",
+                    details={**exc.details, "model_variant": variant, "manifest_installs": installs},
+                ) from exc
+
+    def _check_onnx_at_start(self) -> None:
+        """On a GPU machine pose detection must get ONNX Runtime's CUDA provider: stop otherwise."""
+        report = self.onnx_providers()
+        refusal = start_refusal(report)
+        if refusal is not None:
+            raise WorkerError(ErrorCode.CONFIG_INVALID, refusal, details={"onnx_providers": report})
+        if report is None:
+            log_event("onnx_providers_unknown", level="warning", comfy_url=self.settings.comfy_url)
+        else:
+            log_event(
+                "onnx_providers",
+                gpu=report["gpu"],
+                cuda_session_ok=report["cuda_session_ok"],
+                available=report["available_providers"],
+                reason=report["reason"],
+            )
+
+    def onnx_providers(self) -> dict[str, Any] | None:
+        """ComfyUI's ONNX Runtime report, read again each time (it lists the sessions the pose
+        loader created); the last one known when ComfyUI does not answer."""
+        report = providers_in_use(self.settings.comfy_url)
+        if report is not None:
+            self._onnx = report
+        return self._onnx
 
     def attention_backend(self) -> dict[str, Any] | None:
         """What ComfyUI's attention node says it runs with (fixed for the process's life);
@@ -442,6 +488,7 @@ class _Job:
             "seed": seed,
             "reused": reused,
             "attention_backend": self.runner.attention_backend(),
+            "onnx_providers": self.runner.onnx_providers(),
         }
         if request.return_presigned_url:
             result["presigned_url"] = self.runner.storage.presigned_get(

@@ -82,10 +82,21 @@ WHY_NOT_MEASURED = {
 }
 
 
+# This repository's guard nodes (comfyui_nodes/wan_worker_nodes) run a pack class at run time
+# (their WRAPS_PACK_CLASS): that class must exist, real or stand-in, for them to run.
+WRAPPED_PACK_CLASS = {
+    "OnnxDetectionModelLoaderChecked": "OnnxDetectionModelLoader",
+    "Sam2SegmentationReleased": "Sam2Segmentation",
+}
+
+
 def stand_ins_needed(graph: Mapping[str, Mapping[str, Any]], known_classes: Iterable[str]) -> list[str]:
-    """Classes of the graph that ComfyUI (core + the packs loaded) does not know, sorted."""
+    """Classes of the graph, and pack classes its guard nodes run, that ComfyUI (core + the packs
+    loaded) does not know, sorted."""
     known = set(known_classes)
-    return sorted({node["class_type"] for node in graph.values()} - known)
+    classes = {node["class_type"] for node in graph.values()}
+    classes |= {WRAPPED_PACK_CLASS[c] for c in classes if c in WRAPPED_PACK_CLASS}
+    return sorted(classes - known)
 
 
 def tiny_text_encoder(graph: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -4,6 +4,8 @@ it corrects or guards (never a copy of it). ComfyUI imports this folder from cus
 | class | module | what |
 |---|---|---|
 | ``WanAnimateToVideoOfficialMask`` | animate.py | core WanAnimateToVideo, official mask layout |
+| ``Sam2SegmentationReleased`` | sam2.py | pack Sam2Segmentation; tracking state released after each run |
+| ``OnnxDetectionModelLoaderChecked`` | onnx.py | pack ONNX loader; CUDA lost on a GPU is an error |
 | ``StrictLoraLoaderModelOnly`` | lora.py | core LoraLoaderModelOnly; every LoRA key must patch the model |
 
 Their ``/object_info`` entries, for the worker's graph checks, are declared in catalogue.json
@@ -20,12 +22,26 @@ from .animate import WanAnimateToVideoOfficialMask
 from .lora import DISPLAY_NAME as LORA_DISPLAY_NAME
 from .lora import NODE_ID as LORA_NODE_ID
 from .lora import StrictLoraLoaderModelOnly
+from .onnx import NODE_ID as ONNX_NODE_ID
+from .onnx import OnnxDetectionModelLoaderChecked
+from .onnx import register_route as register_onnx_route
+from .onnx import setup as setup_onnx
+from .sam2 import NODE_ID as SAM2_NODE_ID
+from .sam2 import Sam2SegmentationReleased
 
 NODE_CLASS_MAPPINGS: dict[str, Any] = {
     ANIMATE_NODE_ID: WanAnimateToVideoOfficialMask,
+    SAM2_NODE_ID: Sam2SegmentationReleased,
+    ONNX_NODE_ID: OnnxDetectionModelLoaderChecked,
     LORA_NODE_ID: StrictLoraLoaderModelOnly,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     ANIMATE_NODE_ID: "WanAnimateToVideo (official mask layout)",
+    SAM2_NODE_ID: "Sam2Segmentation (state released after each run)",
+    ONNX_NODE_ID: "ONNX Detection Model Loader (CUDA checked)",
     LORA_NODE_ID: LORA_DISPLAY_NAME,
 }
+
+# GET /wan_worker/onnx: what ONNX Runtime can do in this process (onnx.py).
+setup_onnx()
+register_onnx_route()
