@@ -84,3 +84,13 @@ def test_official_mask_node_schema_is_the_core_one_and_the_catalogue_entry(anima
     live = schema["object_info"]
     assert entry["input"] == live["input"]
     assert (entry["output"], entry["output_name"]) == (live["output"], live["output_name"])
+
+
+@needs_comfy
+@pytest.mark.timeout(600)
+def test_reflect_pad_node_loads_in_comfyui_as_the_catalogue_says(animate_report) -> None:
+    live = animate_report["reflect_pad"]
+    entry = load_catalogue()["ImageBatchReflectPad"]
+    assert json.loads(json.dumps(entry["input"])) == live["input"]
+    assert (entry["output"], entry["output_name"]) == (live["output"], live["output_name"])
+    assert live["padded"] == [0, 1, 2, 3, 2, 1, 0, 1, 2]

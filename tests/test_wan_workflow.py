@@ -362,6 +362,14 @@ SERVER_LETS_THROUGH: dict[str, tuple[Mutation, str]] = {
         _class("40", "WanAnimateToVideo"),
         "node 40 (WanAnimateToVideo): replacement windows must use WanAnimateToVideoOfficialMask",
     ),
+    "pose from the unpadded driving frames": (
+        _set("8", "images", ["6", 0]),
+        "images comes from GetVideoComponents output #0, expected ImageBatchReflectPad output #0",
+    ),
+    "conditioning padded too short": (
+        _set("15", "length", 250),
+        "conditions on driving frames 216..292, but 15 pads them to 250: frames 250.. would be invented",
+    ),
     "move mode (mask and background removed)": (
         _drop("3040", "background_video", "character_mask"),
         "node 3040 (WanAnimateToVideoOfficialMask): background_video is not connected",

@@ -109,7 +109,13 @@ REPLACEMENT_SOURCES: dict[str, set[tuple[str, int]]] = {
     "background_video": {("DrawMaskOnImage", 0)},
     "character_mask": {("BlockifyMask", 0), ("GrowMaskWithBlur", 0), (SAM2_PACK, 0), (SAM2_RELEASED, 0)},
 }
+REFLECT_PAD = "ImageBatchReflectPad"  # comfyui_nodes/wan_worker_nodes/reflect_pad.py
 OTHER_SOURCES: dict[tuple[str, str], set[tuple[str, int]]] = {
+    # Every conditioning video is made from the reflect-padded driving frames (windows.pad).
+    ("PoseAndFaceDetection", "images"): {(REFLECT_PAD, 0)},
+    (SAM2_PACK, "image"): {(REFLECT_PAD, 0)},
+    (SAM2_RELEASED, "image"): {(REFLECT_PAD, 0)},
+    ("DrawMaskOnImage", "image"): {(REFLECT_PAD, 0)},
     (SAM2_PACK, "bboxes"): {("PoseAndFaceDetection", 3)},  # not face_bboxes ("BBOX," matches)
     (SAM2_RELEASED, "bboxes"): {("PoseAndFaceDetection", 3)},
 }
@@ -529,10 +535,34 @@ class _Checker:
 
     def check_frame_count(self, frames: int) -> None:
         count = _FrameCounter(self.graph, frames)
+        self.check_conditioning_covered(count, frames)
         for output in [n for n, node in self.graph.items() if node["class_type"] == "SaveVideo"]:
             produced = count.images(output, "video")
             if produced is not None and produced != frames:
                 self.add(output, f"the video would have {produced} frames, the driving video has {frames}")
+
+    def check_conditioning_covered(self, count: _FrameCounter, frames: int) -> None:
+        """No window may condition on frames past the (padded) driving frames: the core node
+        would repeat the last pose, leave the face video short, the background grey and the
+        mask "generate everything" for them."""
+        pads = [(n, count.ints(n, "length")) for n in self.nodes_of(REFLECT_PAD)]
+        animates = self.nodes_of(*ANIMATE_CLASSES)
+        if animates and not pads:
+            self.add(
+                None, f"the windows condition on unpadded driving frames: add {REFLECT_PAD} (windows.pad)"
+            )
+        for pad, length in pads:
+            if length is not None and length < frames:
+                self.add(pad, f"length={length} cuts the driving video's {frames} frames")
+            for animate in animates:
+                start, window = count.window_start(animate), count.ints(animate, "length")
+                if length is None or start is None or window is None or start + window <= length:
+                    continue
+                self.add(
+                    animate,
+                    f"conditions on driving frames {start}..{start + window - 1}, but {pad} pads them to "
+                    f"{length}: frames {length}.. would be invented",
+                )
 
     def check_models(self, installed: Mapping[str, set[str]]) -> None:
         for node_id, node in self.graph.items():
@@ -592,9 +622,25 @@ class _FrameCounter:
         if kind == "VAEDecode":
             latent = self.latent(node_id, "samples")
             return (latent - 1) * 4 + 1 if latent is not None and latent > 0 else None
+        if kind == REFLECT_PAD and slot == 0:
+            return self.ints(node_id, "length")
         if kind in ANIMATE_CLASSES and slot in (3, 4):
             return 1 if slot == 3 else self.continuation_frames(node_id)
+        if kind in ANIMATE_CLASSES and slot == 5:
+            start, length = self.window_start(node_id), self.ints(node_id, "length")
+            return start + length if start is not None and length is not None else None
         return None
+
+    def window_start(self, animate: str) -> int | None:
+        """The first driving frame a window conditions on (the core node's offset arithmetic)."""
+        offset = self.ints(animate, "video_frame_offset")
+        if offset is None or not is_link(self.graph[animate]["inputs"].get("continue_motion")):
+            return offset
+        given, most = (
+            self.images(animate, "continue_motion"),
+            self.ints(animate, "continue_motion_max_frames"),
+        )
+        return max(0, offset - min(given, most)) if given is not None and most is not None else None
 
     def latent(self, node_id: str, name: str) -> int | None:
         """Latent frames (4 video frames each, the first one 1) reaching ``name``."""

@@ -27,6 +27,11 @@ window's copy of its counterpart; links to shared nodes (models, pose video, mas
 are kept. The collector gets one input per window, in order. For N <= 77 the extension
 nodes are removed. ``last_window: "fit"`` shortens the last window to the fewest frames
 (4n+1) that still cover the video instead of always generating 77.
+
+The windows condition on ``covered_frames`` driving frames, more than N when the last window
+runs past the end. ``"pad": {"node": ..., "input": ...}`` names the input set to that count:
+the driving frames are reflect-padded to it before pose, face, mask and background are made,
+as the official pipeline pads its conditioning, so no window sees invented conditioning.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class WindowSpec:
     previous: dict[str, str]
     collect_node: str
     collect_prefix: str
+    pad_node: str | None = None  # the reflect-pad of the driving frames, set to covered_frames
+    pad_input: str | None = None
 
     @property
     def step(self) -> int:
@@ -79,6 +86,7 @@ class WindowSpec:
     def parse(cls, raw: Mapping[str, Any]) -> WindowSpec:
         try:
             first, extension, collect = raw["first"], raw["extension"], raw["collect"]
+            pad = raw.get("pad")
             spec = cls(
                 window_frames=int(raw.get("window_frames", 77)),
                 motion_frames=int(raw.get("motion_frames", 5)),
@@ -92,6 +100,8 @@ class WindowSpec:
                 previous={str(k): str(v) for k, v in extension["previous"].items()},
                 collect_node=str(collect["node"]),
                 collect_prefix=str(collect["input_prefix"]),
+                pad_node=str(pad["node"]) if pad is not None else None,
+                pad_input=str(pad["input"]) if pad is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _invalid(f"bindings 'windows' section is malformed: {exc!r}") from exc
@@ -136,6 +146,12 @@ def plan_windows(
     return plan
 
 
+def covered_frames(plan: list[Window]) -> int:
+    """Driving frames the windows condition on: the last window may run past the video's end,
+    so the conditioning is reflect-padded to this many frames (``windows.pad``)."""
+    return max(window.start + window.length for window in plan)
+
+
 def _shortest_length(frames: int) -> int:
     """The smallest Wan window length (4n+1) holding ``frames`` frames."""
     return 4 * math.ceil((frames - 1) / 4) + 1
@@ -157,6 +173,8 @@ def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
     for node_id in (*spec.extension_nodes, *spec.previous, *spec.previous.values()):
         if node_id not in graph:
             raise _invalid(f"windows.extension names node {node_id}, which is not in the graph")
+    if spec.pad_node is not None and spec.pad_input not in graph.get(spec.pad_node, {}).get("inputs", {}):
+        raise _invalid(f"windows.pad names {spec.pad_node}.{spec.pad_input}, which is not in the graph")
     extension = set(spec.extension_nodes)
     for role in (spec.extension_animate, spec.extension_images, *spec.previous.values()):
         if role not in extension:
@@ -212,6 +230,8 @@ def expand_windows(graph: dict[str, Any], raw_spec: Mapping[str, Any], *, frames
             details={"frames": frames, "windows": len(plan), "max_frames": longest},
         )
     out = copy.deepcopy(graph)
+    if spec.pad_node is not None and spec.pad_input is not None:
+        out[spec.pad_node]["inputs"][spec.pad_input] = covered_frames(plan)
     collect = out[spec.collect_node]["inputs"]
     for name in [k for k in collect if k.startswith(spec.collect_prefix)]:
         del collect[name]

@@ -6,6 +6,7 @@ it corrects or guards (never a copy of it). ComfyUI imports this folder from cus
 | ``WanAnimateToVideoOfficialMask`` | animate.py | core WanAnimateToVideo, official mask layout |
 | ``Sam2SegmentationReleased`` | sam2.py | pack Sam2Segmentation; tracking state released after each run |
 | ``OnnxDetectionModelLoaderChecked`` | onnx.py | pack ONNX loader; CUDA lost on a GPU is an error |
+| ``ImageBatchReflectPad`` | reflect_pad.py | driving frames reflect-padded to what the windows cover |
 | ``StrictLoraLoaderModelOnly`` | lora.py | core LoraLoaderModelOnly; every LoRA key must patch the model |
 
 Their ``/object_info`` entries, for the worker's graph checks, are declared in catalogue.json
@@ -26,6 +27,8 @@ from .onnx import NODE_ID as ONNX_NODE_ID
 from .onnx import OnnxDetectionModelLoaderChecked
 from .onnx import register_route as register_onnx_route
 from .onnx import setup as setup_onnx
+from .reflect_pad import NODE_ID as REFLECT_PAD_NODE_ID
+from .reflect_pad import ImageBatchReflectPad
 from .sam2 import NODE_ID as SAM2_NODE_ID
 from .sam2 import Sam2SegmentationReleased
 
@@ -33,12 +36,14 @@ NODE_CLASS_MAPPINGS: dict[str, Any] = {
     ANIMATE_NODE_ID: WanAnimateToVideoOfficialMask,
     SAM2_NODE_ID: Sam2SegmentationReleased,
     ONNX_NODE_ID: OnnxDetectionModelLoaderChecked,
+    REFLECT_PAD_NODE_ID: ImageBatchReflectPad,
     LORA_NODE_ID: StrictLoraLoaderModelOnly,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     ANIMATE_NODE_ID: "WanAnimateToVideo (official mask layout)",
     SAM2_NODE_ID: "Sam2Segmentation (state released after each run)",
     ONNX_NODE_ID: "ONNX Detection Model Loader (CUDA checked)",
+    REFLECT_PAD_NODE_ID: "Image batch reflect-pad (Wan Animate conditioning)",
     LORA_NODE_ID: LORA_DISPLAY_NAME,
 }
 

@@ -180,6 +180,14 @@ def main() -> int:
         "name": schema["name"],
         "object_info": json.loads(json.dumps(schema, default=str)),
     }
+    pad_cls = nodes.NODE_CLASS_MAPPINGS["ImageBatchReflectPad"]
+    report["reflect_pad"] = {
+        # What the server's /object_info serves for a V1 node (server.py node_info).
+        "input": pad_cls.INPUT_TYPES(),
+        "output": list(pad_cls.RETURN_TYPES),
+        "output_name": list(pad_cls.RETURN_NAMES),
+        "padded": pad_cls().pad(torch.arange(4.0).view(4, 1, 1, 1), 9)[0].flatten().tolist(),
+    }
     print(json.dumps(report))
     return 0
 

@@ -43,3 +43,25 @@ def core_generate_mask(character_mask: torch.Tensor, *, length: int, motion_late
     frames = min(length, character_mask.shape[0])
     rows[first_masked:frames] = character_mask[first_masked:frames]
     return rows.view(latent_length, 4, h, w).transpose(0, 1)
+
+
+def official_padding_indices(frames: int, target: int) -> list[int]:
+    """Which real frame each padded conditioning frame is, as ``WanAnimate.inputs_padding``
+    walks: forward from frame 0, turning at either end (the end frame is not repeated)."""
+    if frames == 1:
+        return [0] * target  # the official loop fails on one frame; repeating it is the only reading
+    out: list[int] = []
+    index, step = 0, 1
+    while len(out) < target:
+        out.append(index)
+        index += step
+        if index in (0, frames - 1):
+            step = -step
+    return out
+
+
+def official_target_frames(frames: int, clip_len: int = 77, motion_frames: int = 5) -> int:
+    """``WanAnimate.get_valid_len``: the padded length the official windows cover (refert_num = 5)."""
+    step = clip_len - motion_frames
+    remainder = (frames - motion_frames) % step
+    return frames + (0 if remainder == 0 else step - remainder)
