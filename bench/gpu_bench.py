@@ -8,8 +8,11 @@ ComfyUI is imported from --comfy (none of its code is here) and started in this 
 main.py starts it. The graph is the one the worker submits (``Workflow.load(...).build(...)`` for
 --frames), checked by ComfyUI's ``validate_prompt`` and run by its ``PromptExecutor``. Model files
 are shape-true random weights (bench/gpu/weights.py) written under the manifest's file names.
-Classes of custom node packs that are not supplied with --custom-nodes run as stand-ins of the
-right output shapes (bench/gpu/standins.py) and are marked as not measured.
+Classes of custom node packs that are not supplied with --custom-nodes (or --packs) run as
+stand-ins of the right output shapes (bench/gpu/standins.py) and are marked as not measured. With
+--packs the pinned packs run for real on model files made here (bench/gpu/pack_models.py: ViTPose-L
+and a YOLO-class detector exported to ONNX with random weights, SAM2 built by the pack's own code),
+and every node that executed is listed with its time; a node that did not execute fails the run.
 
 Then, for every other attention backend available, window 1's sampler is run again for
 --compare-steps steps (everything upstream comes from ComfyUI's cache) and its clip total is
@@ -76,6 +79,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="a custom node pack folder to load for real (repeatable)",
+    )
+    parser.add_argument(
+        "--packs",
+        type=Path,
+        help="a folder holding the pinned packs (bench/gpu/pack_nodes.sh makes .gpu/packs): each is loaded",
+    )
+    parser.add_argument(
+        "--onnx-provider",
+        choices=("auto", "CUDAExecutionProvider", "CPUExecutionProvider"),
+        default="auto",
+        help="the ONNX loader's onnx_device (auto: CUDA if this onnxruntime has it and the run is on a GPU)",
     )
     parser.add_argument(
         "--models", type=Path, help="where the random model files go (default: /dev/shm if room)"
@@ -167,6 +181,10 @@ def register_stand_ins(graph: dict[str, Any], tiny: bool, results: Results) -> s
     from bench.gpu.standins import PACK_STAND_INS, TINY_TEXT_STAND_INS
 
     used = set()
+    for class_type, pack_class in plan.WRAPPED_PACK_CLASS.items():
+        cls = nodes.NODE_CLASS_MAPPINGS.get(class_type)
+        if cls is not None and getattr(cls, "WRAPS_PACK_CLASS", pack_class) != pack_class:
+            raise SystemExit(f"{class_type} wraps {cls.WRAPS_PACK_CLASS}, the plan says {pack_class}")
     for class_type in plan.stand_ins_needed(graph, nodes.NODE_CLASS_MAPPINGS):
         if class_type not in PACK_STAND_INS:
             raise SystemExit(
@@ -177,22 +195,100 @@ def register_stand_ins(graph: dict[str, Any], tiny: bool, results: Results) -> s
         results.add(
             "notes", f"{class_type}: stand-in ({plan.WHY_NOT_MEASURED.get(class_type, 'pack not loaded')})"
         )
-    # A guard node that runs a stand-in is timed as one.
-    used |= {ours for ours, pack in plan.WRAPPED_PACK_CLASS.items() if pack in used}
     if tiny:
         for class_type, cls in TINY_TEXT_STAND_INS.items():
             nodes.NODE_CLASS_MAPPINGS[class_type] = cls
             used.add(class_type)
         results.add("notes", "--tiny: CLIPLoader/CLIPTextEncode replaced by random umt5-shaped conditioning")
-    return used
+    return plan.stand_in_nodes(graph, used)
 
 
-def make_models(opts: argparse.Namespace, graph: dict[str, Any], device: Any, results: Results) -> None:
+def onnx_runtime_info() -> dict[str, Any]:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        return {"onnxruntime": None, "available_providers": [], "error": str(exc)}
+    return {
+        "onnxruntime": onnxruntime.__version__,
+        "available_providers": list(onnxruntime.get_available_providers()),
+        "cpu_threads": os.cpu_count(),
+    }
+
+
+def override_inputs(
+    graph: dict[str, Any], opts: argparse.Namespace, results: Results, stand_ins: set[str]
+) -> dict[str, Any]:
+    """The graph inputs changed so the real pack nodes run here (plan.input_overrides), noted."""
+    info = onnx_runtime_info()
+    results.set("info", "onnx", info)
+    provider = opts.onnx_provider
+    if provider == "auto":
+        provider = plan.onnx_provider_for(info["available_providers"], cpu=opts.cpu)
+    # --tiny --cpu with the real SAM2: one short window (plan.input_overrides says why)
+    short = opts.tiny and opts.cpu and "Sam2Segmentation" not in stand_ins
+    changes = plan.input_overrides(
+        graph,
+        cpu=opts.cpu,
+        onnx_provider=provider,
+        tiny=opts.tiny,
+        tiny_frames=opts.frames if short else None,
+    )
+    for change in changes:
+        results.add(
+            "notes",
+            f"node {change.node} {graph[change.node]['class_type']}.{change.input}: {change.old!r} -> "
+            f"{change.new!r} ({change.why})",
+        )
+    if provider != "CUDAExecutionProvider" and not opts.cpu:
+        results.add(
+            "notes",
+            f"ONNX detectors ran on {provider} (onnxruntime {info.get('onnxruntime')}, "
+            f"{info.get('cpu_threads')} CPU threads), not CUDA as the product asks: onnxruntime-gpu "
+            "(~250 MB) cannot travel to the GPU machine (64 MiB), its image has the CPU build. Their time "
+            "is a CPU time, not the product's.",
+        )
+    return plan.apply_overrides(graph, changes)
+
+
+def make_pack_models(opts: argparse.Namespace, graph: dict[str, Any], stand_ins: set[str],
+                     models_dir: Path, results: Results) -> None:  # fmt: skip
+    """The files the real pack loaders read: ONNX detectors, SAM2 (bench/gpu/pack_models.py)."""
+    import folder_paths
+
+    from bench.gpu import pack_models
+
+    for spec in plan.pack_model_files(graph):
+        pack_class = "DownloadAndLoadSAM2Model" if spec.builder == "sam2" else "OnnxDetectionModelLoader"
+        if pack_class in stand_ins:
+            continue
+        if spec.folder == "sam2":  # the pack reads models_dir/sam2 directly, not through folder paths
+            folder_paths.models_dir = str(models_dir)
+        else:
+            folder_paths.add_model_folder_path(spec.folder, str(models_dir / spec.folder), is_default=True)
+        record = pack_models.make(spec, models_dir, tiny=opts.tiny, reuse=not opts.fresh_models)
+        folder_paths.filename_list_cache.pop(spec.folder, None)
+        record["dir"] = str(models_dir)
+        results.add("files", record)
+        log(f"pack model file {spec.folder}/{spec.name}: {record}")
+    real_onnx = "OnnxDetectionModelLoader" not in stand_ins
+    if real_onnx and any(spec.builder == "yolo_onnx" for spec in plan.pack_model_files(graph)):
+        results.add(
+            "notes",
+            "yolov10m.onnx: YOLOv8m's architecture (78.9 GFLOP) with YOLOv10's top-300 output and the "
+            "real file's input/output signature, random weights: ~1.33x YOLOv10m's 59.1 GFLOP, its time "
+            "an upper bound; vitpose-l-wholebody.onnx: ViTPose-L's architecture (123 GFLOP), random "
+            "weights; SAM2: the pack's own model code and config, PyTorch's initialisation.",
+        )
+
+
+def make_models(opts: argparse.Namespace, graph: dict[str, Any], device: Any, results: Results,
+                stand_ins: set[str]) -> None:  # fmt: skip
     import folder_paths
 
     from bench.gpu.weights import WeightFactory
 
     models_dir = opts.models or default_models_dir(opts.tiny)
+    make_pack_models(opts, graph, stand_ins, models_dir, results)
     factory = WeightFactory(opts.comfy, device, tiny=opts.tiny)
     for spec in plan.model_files(graph):
         folder_paths.add_model_folder_path(spec.folder, str(models_dir / spec.folder), is_default=True)
@@ -262,7 +358,19 @@ def run_clip(
     windows = stages.windows_of(graph)
     n_windows = max(windows.values(), default=0)
     log(f"clip: {opts.frames} frames, {n_windows} windows, {len(graph)} nodes")
-    runs, wall = runtime.run(graph)
+    progress: list[dict[str, Any]] = []
+
+    def on_node(run: stages.NodeRun) -> None:
+        progress.append({"node": run.node, "class_type": run.class_type, "s": round(run.seconds, 3),
+                         "stand_in": run.stand_in})  # fmt: skip
+        results.set("clip", "progress", progress)
+        log(f"node {run.node} {run.class_type}: {run.seconds:.2f} s{' (stand-in)' if run.stand_in else ''}")
+
+    runtime.server.on_node = on_node
+    try:
+        runs, wall = runtime.run(graph)
+    finally:
+        runtime.server.on_node = None
     results.set("info", "loaded_models", loaded_models())
     rows = stages.aggregate(runs, windows)
     steps = stages.sampler_steps(runs)
@@ -281,10 +389,13 @@ def run_clip(
         "stages": [asdict(row) for row in rows],
         "runs": [asdict(run) for run in runs],
         "output": output_frames(opts.work),
+        "not_executed": stages.not_executed(graph, runs),
+        "stand_in_nodes": sorted(r.node for r in runs if r.stand_in),
     }
     results.set("clip", "result", clip)
     table = stages.render_table(rows, windows=n_windows)
     log("per stage:\n" + table)
+    log("every node run:\n" + stages.render_nodes(runs))
     return clip
 
 
@@ -409,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
 
     node = runtime.load_custom_node(ATTENTION_NODE)
     runtime.load_custom_node(GRAPH_NODES)
+    if opts.packs:
+        opts.custom_nodes += [opts.packs / name for name in plan.PACK_FOLDERS]
     for folder in opts.custom_nodes:
         runtime.load_custom_node(folder)
     graph, workflow = build_graph(opts)
@@ -425,8 +538,10 @@ def main(argv: list[str] | None = None) -> int:
         f"attention {node.STATE}"
     )
     runtime.server.stand_ins = register_stand_ins(graph, opts.tiny, results)
+    graph = override_inputs(graph, opts, results, runtime.server.stand_ins)
     make_inputs(opts)
-    make_models(opts, graph, mm.get_torch_device() if runtime.cuda else torch.device("cpu"), results)
+    device = mm.get_torch_device() if runtime.cuda else torch.device("cpu")
+    make_models(opts, graph, device, results, runtime.server.stand_ins)
 
     clip = run_clip(runtime, graph, opts, results) if opts.mode in ("clip", "both") else None
     compared: list[stages.BackendResult] = []
@@ -438,6 +553,13 @@ def main(argv: list[str] | None = None) -> int:
         report += [stages.render_table(rows, windows=clip["windows"]), "",
                    f"GPU seconds per clip [M]: {clip['gpu_seconds']:.1f} (warm worker [D]: "
                    f"{clip['gpu_seconds_warm_worker_derived']:.1f}); output: {clip['output']}"]  # fmt: skip
+        runs = [stages.NodeRun(**r) for r in clip["runs"]]
+        missing = clip["not_executed"]
+        report += ["", f"Nodes executed: {len(runs)} of {len(graph)}; not executed: {missing or 'none'}; "
+                   f"stand-ins: {clip['stand_in_nodes'] or 'none'}", "",
+                   "Preprocessing, per node:", "",
+                   stages.render_nodes(runs, only_stages=stages.PREPROCESS_STAGES), "",
+                   "Every node, in execution order:", "", stages.render_nodes(runs)]  # fmt: skip
     if compared:
         steps_per_window = clip["steps_per_window"] if clip else opts.compare_steps
         totals = {}
@@ -458,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     (opts.out / "table.md").write_text(text + "\n")
     print("\n" + text, flush=True)
     log("done")
+    if clip and clip["not_executed"]:
+        log(f"FAILED: nodes not executed: {clip['not_executed']}")
+        return 3
     return 0
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -164,6 +165,9 @@ class RecordingServer:
         self.runs: list[NodeRun] = []
         self.current: NodeRun | None = None
         self.stand_ins: set[str] = set()
+        # Called with each finished node run (the benchmark saves progress: a run cut short by a
+        # time limit still says which nodes ran and for how long).
+        self.on_node: Callable[[NodeRun], None] | None = None
 
     def begin(self, graph: dict[str, Any]) -> None:
         self.graph, self.runs, self.current = graph, [], None
@@ -179,6 +183,8 @@ class RecordingServer:
             run.peak_used_gib, run.gpu_busy_s, run.gpu_idle_s = monitor.window(run.start, run.end)
         self.runs.append(run)
         self.current = None
+        if self.on_node is not None:
+            self.on_node(run)
 
     def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
         if event != "executing" or not isinstance(data, dict):

@@ -34,6 +34,7 @@ STAGE_OF_CLASS = {
     "LoadImage": "inputs: read avatar + driving video",
     "LoadVideo": "inputs: read avatar + driving video",
     "GetVideoComponents": "inputs: decode driving video",
+    "ImageBatchReflectPad": "inputs: decode driving video",
     "ImageResizeKJv2": "preprocess: avatar resize",
     "CLIPVisionEncode": "encode: CLIP vision + text",
     "CLIPTextEncode": "encode: CLIP vision + text",
@@ -267,4 +268,32 @@ def render_backends(
             f"| {r.backend} | {r.median_step_s:.2f} | {r.median_step_s * steps_per_window:.1f} | {vs} | "
             f"{_fmt(clip)}{'' if r.measured_clip else ' [D]'} | {how} |"
         )
+    return "\n".join(lines)
+
+
+PREPROCESS_STAGES = (
+    "load: pose/SAM2 models",
+    "preprocess: pose + face detection (ONNX)",
+    "preprocess: draw pose video",
+    "preprocess: SAM2 person mask",
+    "preprocess: mask grow/blockify + background",
+)
+
+
+def not_executed(graph: Mapping[str, Mapping[str, Any]], runs: Iterable[NodeRun]) -> list[str]:
+    """Node ids of the graph that no run recorded (ComfyUI skipped, cached or never reached them)."""
+    ran = {run.node for run in runs}
+    return sorted((nid for nid in graph if nid not in ran), key=lambda nid: (len(nid), nid))
+
+
+def render_nodes(runs: Iterable[NodeRun], *, only_stages: Iterable[str] | None = None) -> str:
+    """Every node run, in execution order: id, class, stage, seconds, real or stand-in."""
+    wanted = set(only_stages) if only_stages is not None else None
+    lines = ["| node | class | stage | s | ran as |", "|---:|---|---|---:|---|"]
+    for run in runs:
+        stage = stage_of(run.class_type)
+        if wanted is not None and stage not in wanted:
+            continue
+        how = "stand-in, not measured" if run.stand_in else "real"
+        lines.append(f"| {run.node} | {run.class_type} | {stage} | {run.seconds:.2f} | {how} |")
     return "\n".join(lines)

@@ -80,8 +80,30 @@ class OnnxDetectionModelLoader(StandIn):
             }
         }
 
-    def run(self, **_: Any) -> tuple[Any, ...]:
-        return ({"stand_in": "pose model"},)
+    def run(self, onnx_device: str = "CPUExecutionProvider", **_: Any) -> tuple[Any, ...]:
+        # What the repo's OnnxDetectionModelLoaderChecked inspects: a session per model, and reinit.
+        return ({"vitpose": _Runner(onnx_device), "yolo": _Runner(onnx_device)},)
+
+    def loadmodel(self, vitpose_model: str, yolo_model: str, onnx_device: str) -> tuple[Any, ...]:
+        return self.run(onnx_device=onnx_device)
+
+
+class _Session:
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def get_providers(self) -> list[str]:
+        return [self.provider]
+
+
+class _Runner:
+    """Stands for the pack's ViTPose/Yolo wrappers: a ``session`` with its providers, ``reinit``."""
+
+    def __init__(self, provider: str) -> None:
+        self.session = _Session(provider)
+
+    def reinit(self, provider: Any = None) -> None:
+        pass
 
 
 class PoseAndFaceDetection(StandIn):
@@ -184,6 +206,9 @@ class Sam2Segmentation(StandIn):
 
     def run(self, sam2_model: Any, image: torch.Tensor, **_: Any) -> tuple[Any, ...]:
         return (_person_masks(image.shape[0], image.shape[1], image.shape[2]),)
+
+    def segment(self, **inputs: Any) -> tuple[Any, ...]:  # what Sam2SegmentationReleased calls
+        return self.run(**inputs)
 
 
 class GrowMaskWithBlur(StandIn):
