@@ -86,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a folder holding the pinned packs (bench/gpu/pack_nodes.sh makes .gpu/packs): each is loaded",
     )
     parser.add_argument(
+        "--preprocess-only",
+        action="store_true",
+        help="run only the preprocessing nodes (pose/face, pose drawing, SAM2, masks) and what they need",
+    )
+    parser.add_argument(
         "--onnx-provider",
         choices=("auto", "CUDAExecutionProvider", "CPUExecutionProvider"),
         default="auto",
@@ -332,6 +337,10 @@ def loaded_models() -> list[str]:
     return sorted({type(getattr(m.model, "model", m.model)).__name__ for m in mm.current_loaded_models})
 
 
+def is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
 def first_window_sampler(graph: dict[str, Any]) -> str:
     windows = stages.windows_of(graph)
     samplers = [nid for nid, node in graph.items() if node["class_type"] == stages.SAMPLER_CLASS]
@@ -352,6 +361,17 @@ def ancestors(graph: dict[str, Any], node_id: str) -> set[str]:
     return seen
 
 
+def preprocessing_subgraph(graph: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing nodes (stages.PREPROCESS_STAGES) and every node they depend on."""
+    targets = [
+        nid for nid, node in graph.items() if stages.stage_of(node["class_type"]) in stages.PREPROCESS_STAGES
+    ]
+    keep: set[str] = set()
+    for nid in targets:
+        keep |= ancestors(graph, nid)
+    return {nid: graph[nid] for nid in graph if nid in keep}
+
+
 def run_clip(
     runtime: Any, graph: dict[str, Any], opts: argparse.Namespace, results: Results
 ) -> dict[str, Any]:
@@ -368,7 +388,12 @@ def run_clip(
 
     runtime.server.on_node = on_node
     try:
-        runs, wall = runtime.run(graph)
+        # A graph without an output node (--preprocess-only) runs its sinks, unvalidated.
+        sinks = None
+        if opts.preprocess_only:
+            used = {str(v[0]) for node in graph.values() for v in node["inputs"].values() if is_link(v)}
+            sinks = [nid for nid in graph if nid not in used]
+        runs, wall = runtime.run(graph, outputs=sinks)
     finally:
         runtime.server.on_node = None
     results.set("info", "loaded_models", loaded_models())
@@ -390,7 +415,7 @@ def run_clip(
         "runs": [asdict(run) for run in runs],
         "output": output_frames(opts.work),
         "not_executed": stages.not_executed(graph, runs),
-        "stand_in_nodes": sorted(r.node for r in runs if r.stand_in),
+        "stand_in_nodes": sorted((r.node for r in runs if r.stand_in), key=lambda n: (len(n), n)),
     }
     results.set("clip", "result", clip)
     table = stages.render_table(rows, windows=n_windows)
@@ -539,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     runtime.server.stand_ins = register_stand_ins(graph, opts.tiny, results)
     graph = override_inputs(graph, opts, results, runtime.server.stand_ins)
+    if opts.preprocess_only:
+        graph = preprocessing_subgraph(graph)
+        results.add("notes", f"--preprocess-only: {len(graph)} nodes (preprocessing and what it needs)")
     make_inputs(opts)
     device = mm.get_torch_device() if runtime.cuda else torch.device("cpu")
     make_models(opts, graph, device, results, runtime.server.stand_ins)

@@ -189,6 +189,23 @@ def test_a_node_that_did_not_run_is_reported(clip_graph) -> None:
     assert "stand-in, not measured" in stages.render_nodes(runs).splitlines()[2]
 
 
+def test_preprocess_only_keeps_the_preprocessing_and_what_it_reads(clip_graph) -> None:
+    from bench import gpu_bench
+
+    sub = gpu_bench.preprocessing_subgraph(clip_graph)
+    classes = {node["class_type"] for node in sub.values()}
+    assert classes >= PREPROCESS_CLASSES
+    assert classes - PREPROCESS_CLASSES == {
+        "LoadVideo",
+        "GetVideoComponents",
+        "ImageBatchReflectPad",
+        "OnnxDetectionModelLoaderChecked",
+        "DownloadAndLoadSAM2Model",
+    }
+    assert plan.model_files(sub) == []  # no Wan model file is made for it
+    assert {f.builder for f in plan.pack_model_files(sub)} == {"vitpose_onnx", "yolo_onnx", "sam2"}
+
+
 # ------------------------------------------------------------------ the ONNX networks (torch)
 
 
