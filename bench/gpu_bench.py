@@ -116,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts.frames = opts.frames or (100 if opts.tiny else 240)
     opts.width = opts.width or (64 if opts.tiny else 1280)
     opts.height = opts.height or (64 if opts.tiny else 720)
+    if opts.preprocess_only:
+        opts.mode = "clip"  # no sampler to compare backends on
     return opts
 
 
@@ -562,6 +564,12 @@ def main(argv: list[str] | None = None) -> int:
         f"ComfyUI {results.data['info']['comfyui']} on {results.data['info']['device']}, "
         f"attention {node.STATE}"
     )
+    if opts.steps:
+        results.add(
+            "notes",
+            f"--steps {opts.steps}: the sampler ran {opts.steps} step(s) per window (WAN_STEPS); sampler and "
+            "clip totals are this run's, not the pinned recipe's",
+        )
     runtime.server.stand_ins = register_stand_ins(graph, opts.tiny, results)
     graph = override_inputs(graph, opts, results, runtime.server.stand_ins)
     if opts.preprocess_only:
