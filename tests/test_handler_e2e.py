@@ -526,3 +526,35 @@ def test_config_invalid(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
     assert_failed(result, "CONFIG_INVALID", stack)
     assert "MINIO_BUCKET" in result["error"]
+
+
+# -- the time model: a job that cannot finish is refused at once (worker/estimate.py) -------------
+
+
+def test_a_job_that_cannot_finish_is_refused_before_any_download(stack: Stack) -> None:
+    # The model-free workflow is priced at the worker's own 1 s + 0.05 s a frame: the 2-s video
+    # (48 frames, ~3.4 s) cannot finish in 2 s. The avatar key does not exist: refused as too
+    # long, not as missing, proves nothing was downloaded first.
+    stack.set_env(JOB_TIMEOUT_S="2")
+    result = stack.run({"input_image_minio_path": "inputs/missing.png", "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "INPUT_TOO_LARGE", stack)
+    assert "JOB_TIMEOUT_S=2 s" in result["error"] and "longest video that fits is 0.8 s" in result["error"]
+    details = result["details"]
+    assert details["estimate_s"]["frames"] == 48 and details["estimate_s"]["total"] > 2
+    assert (details["max_frames"], details["max_duration_s"]) == (20, 0.83)
+    assert [p["stage"] for p in stack.progress] == []  # nothing was downloaded or prepared
+    assert stack.comfy.queue_ids() == ([], []) and stack.comfy.history() == {}
+
+
+def test_every_result_carries_the_estimate_beside_the_timings(stack: Stack) -> None:
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert "error_code" not in result, result
+    assert result["estimate_s"] == {
+        "total": 3.4,  # 1 s + 0.05 s x 48 frames: no windows in the model-free workflow
+        "gpu": 0.0,
+        "worker": 3.4,
+        "windows": 0,
+        "frames": 48,
+        "gpu_figures": result["estimate_s"]["gpu_figures"],
+    }
+    assert result["timings_s"]["total"] > 0

@@ -21,6 +21,9 @@ DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "wan22_animate_replace.json"
 
 T = TypeVar("T")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage")
+# The longest driving video the default JOB_TIMEOUT_S fits on an H100 by the time model
+# (worker/estimate.py; a test keeps the two consistent): ~30 s of 24 fps video.
+DEFAULT_MAX_VIDEO_DURATION_S = 30.0
 # models/manifest.json's default_variant and alternatives (a test keeps them equal).
 MODEL_VARIANTS = ("fp8", "bf16")
 
@@ -51,6 +54,9 @@ class Settings:
     max_video_bytes: int
     max_video_duration_s: float
     allow_private_urls: bool
+    # The time model (worker/estimate.py): None = the GPU's measured figures
+    estimate_sampler_step_s: float | None
+    estimate_preprocess_frame_s: float | None
     # Behaviour
     attention_backend: str  # applied inside ComfyUI by comfyui_nodes/wan_worker_attention; checked here
     model_variant: str  # the manifest variant download_models.py installs; model names are checked against it
@@ -84,9 +90,15 @@ class Settings:
             max_image_pixels=reader.optional("MAX_IMAGE_PIXELS", _int_between(4096, 1 << 31), 40_000_000),
             max_video_bytes=reader.optional("MAX_VIDEO_BYTES", _int_between(1024, 1 << 40), 1024**3),
             max_video_duration_s=reader.optional(
-                "MAX_VIDEO_DURATION_S", _float_between(0.1, 24 * 3600), 120.0
+                "MAX_VIDEO_DURATION_S", _float_between(0.1, 24 * 3600), DEFAULT_MAX_VIDEO_DURATION_S
             ),
             allow_private_urls=reader.optional("ALLOW_PRIVATE_URLS", _bool, False),
+            estimate_sampler_step_s=reader.optional(
+                "ESTIMATE_SAMPLER_STEP_S", _float_between(0.01, 3600), None
+            ),
+            estimate_preprocess_frame_s=reader.optional(
+                "ESTIMATE_PREPROCESS_FRAME_S", _float_between(0, 600), None
+            ),
             attention_backend=reader.optional("ATTENTION_BACKEND", _one_of(ATTENTION_BACKENDS), "auto"),
             model_variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),

@@ -15,7 +15,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,16 @@ from worker.attention import backend_in_use
 from worker.comfy_client import ComfyClient, Progress
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
+from worker.estimate import TimeModel, figures_for
 from worker.graph_check import MANIFEST_PATH, check_graph, load_catalogue, load_manifest
 from worker.logs import job_context, log_event
 from worker.media import (
     DrivingVideo,
     VideoInfo,
     conform_driving_video,
+    conformed_frame_count,
     finalize_output,
+    header_duration,
     prepare_avatar,
     validate_output,
 )
@@ -37,6 +40,7 @@ from worker.onnx_providers import providers_in_use, start_refusal
 from worker.request import JobRequest, output_key, parse_request, sanitize_id
 from worker.storage import Storage
 from worker.urlfetch import fetch_url
+from worker.windows import Window, WindowSpec, plan_windows
 from worker.workflow import Workflow, WorkflowParams
 
 ProgressSink = Callable[[dict[str, Any]], None]
@@ -134,6 +138,7 @@ class JobRunner:
         self._attention: dict[str, Any] | None = None
         self._onnx: dict[str, Any] | None = None
         self._check_onnx_at_start()
+        self.time_model = self._time_model()
 
     def checked_graph(self, params: WorkflowParams) -> dict[str, Any]:
         """The job's graph, refused unless it passes the pinned stack's checks: ComfyUI's own
@@ -200,6 +205,46 @@ class JobRunner:
         if report is not None:
             self._onnx = report
         return self._onnx
+
+    def _time_model(self) -> TimeModel:
+        """The job time model for the GPU ComfyUI runs on, with the workflow's windows and steps."""
+        try:
+            devices = self.comfy.system_stats().get("devices") or [{}]
+            device = str(devices[0].get("name") or "") or None
+        except WorkerError:
+            device = None
+        figures = figures_for(device)
+        overrides = {
+            "sampler_step_s": self.settings.estimate_sampler_step_s,
+            "preprocess_frame_s": self.settings.estimate_preprocess_frame_s,
+        }
+        figures = replace(figures, **{k: v for k, v in overrides.items() if v is not None})
+        plan = None
+        if self.workflow.windows is not None:
+            spec = WindowSpec.parse(self.workflow.windows)
+
+            def plan(frames: int) -> list[Window]:
+                return plan_windows(
+                    frames,
+                    window_frames=spec.window_frames,
+                    motion_frames=spec.motion_frames,
+                    last_window=spec.last_window,
+                )
+
+        model = TimeModel(figures=figures, steps=int(self.workflow.settings.get("steps", 6)), plan=plan)
+        longest = model.longest_fitting(self.settings.job_timeout_s)
+        log_event(
+            "time_model",
+            gpu=figures.name,
+            measured=figures.measured,
+            device=device,
+            sampler_step_s=figures.sampler_step_s,
+            preprocess_frame_s=figures.preprocess_frame_s,
+            longest_video_s=round(longest / OUTPUT_FPS, 1),
+            job_timeout_s=self.settings.job_timeout_s,
+            level="info" if figures.measured else "warning",
+        )
+        return model
 
     def attention_backend(self) -> dict[str, Any] | None:
         """What ComfyUI's attention node says it runs with (fixed for the process's life);
@@ -293,8 +338,10 @@ class _Job:
             reused = self._existing_output(key, work_dir)
             if reused is not None:
                 return self._result(request, key, reused, seed, reused=True)
+            self._refuse_if_too_long(self._frames_from_header(request), exact=False)
             avatar_src, video_src = self._download(request, work_dir)
             avatar_path, driving = self._prepare(avatar_src, video_src, work_dir, framing=request.framing)
+            self._refuse_if_too_long(driving.frames, exact=True)
             raw_output = self._generate(request, avatar_path, driving, seed, work_dir)
             video = self._postprocess(raw_output, driving, work_dir / "final.mp4")
             self._upload(work_dir / "final.mp4", key, driving)
@@ -484,6 +531,7 @@ class _Job:
                 "size_bytes": video.size_bytes,
             },
             "timings_s": self.clock.report(),
+            "estimate_s": self.runner.time_model.estimate(video.frames).as_dict(),
             "workflow": {"name": self.runner.workflow.name, "sha256": self.runner.workflow.sha256},
             "seed": seed,
             "reused": reused,
@@ -495,6 +543,42 @@ class _Job:
                 key, self.settings.presigned_url_expiry_s
             )
         return result
+
+    def _frames_from_header(self, request: JobRequest) -> int | None:
+        """N from the driving video's header, read through a presigned URL before any download."""
+        storage = self.runner.storage
+        if storage.stat(request.driving_video_key) is None:
+            return None  # the download says so, with the right code
+        duration = header_duration(storage.internal_get_url(request.driving_video_key))
+        if duration is None:
+            log_event("duration_unknown_before_download", self.job_id, key=request.driving_video_key)
+            return None
+        return conformed_frame_count(duration, OUTPUT_FPS)
+
+    def _refuse_if_too_long(self, frames: int | None, *, exact: bool) -> None:
+        """INPUT_TOO_LARGE, at once, for a job the time model says cannot end within JOB_TIMEOUT_S."""
+        if frames is None:
+            return
+        model, budget = self.runner.time_model, self.settings.job_timeout_s
+        estimate = model.estimate(frames)
+        log_event("job_estimated", self.job_id, exact=exact, **estimate.as_dict())
+        if estimate.total_s <= budget:
+            return
+        longest = model.longest_fitting(budget)
+        raise WorkerError(
+            ErrorCode.INPUT_TOO_LARGE,
+            f"the driving video is {frames / OUTPUT_FPS:.1f} s ({frames} frames, "
+            f"{estimate.windows} windows): it needs about {estimate.total_s:.0f} s on this worker "
+            f"({estimate.gpu}), more than "
+            f"JOB_TIMEOUT_S={budget:g} s. The longest video that fits is {longest / OUTPUT_FPS:.1f} s: "
+            "trim it (or raise JOB_TIMEOUT_S together with the endpoint's execution timeout)",
+            details={
+                "estimate_s": estimate.as_dict(),
+                "job_timeout_s": budget,
+                "max_frames": longest,
+                "max_duration_s": round(longest / OUTPUT_FPS, 2),
+            },
+        )
 
     def _check_time(self) -> None:
         if self.cancel.is_set():

@@ -287,6 +287,34 @@ def probe_video(path: Path) -> VideoInfo:
     return _probe(path, what="the video", code=ErrorCode.INVALID_MEDIA).info
 
 
+HEADER_PROBE_TIMEOUT_S = 20.0
+# Only what reaching our own object storage over HTTP(S) needs: no file, pipe, concat or data URLs.
+HEADER_PROBE_PROTOCOLS = "http,https,tcp,tls"
+
+
+def header_duration(url: str) -> float | None:
+    """The video stream's duration as the file's header states it, read over HTTP(S) without
+    downloading the file (ffprobe reads the header, with range requests where the index sits at
+    the end); None when the header does not say (a browser's WebM), or the file cannot be read:
+    the caller then waits for the download. ``url`` carries a signature: never log it."""
+    args = ["ffprobe", "-v", "error", "-protocol_whitelist", HEADER_PROBE_PROTOCOLS]
+    args += ["-rw_timeout", str(int(HEADER_PROBE_TIMEOUT_S * 1_000_000))]
+    args += ["-show_entries", "format=duration:stream=codec_type,duration", "-of", "json", url]
+    try:
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=HEADER_PROBE_TIMEOUT_S, check=False
+        )
+        data = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError):
+        return None
+    streams = [s for s in data.get("streams") or [] if s.get("codec_type") == "video"]
+    for value in [*(s.get("duration") for s in streams), (data.get("format") or {}).get("duration")]:
+        duration = _float(value)
+        if duration is not None and duration > 0:
+            return duration
+    return None
+
+
 def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
     data = _ffprobe_json(["-count_packets", "-show_streams", "-show_format"], path, what=what, code=code)
     streams: list[dict[str, Any]] = data.get("streams") or []

@@ -354,6 +354,20 @@ class Storage:
         except Exception as exc:
             raise self._storage_error(exc, f"cannot presign {key!r}") from exc
 
+    def internal_get_url(self, key: str, expires_s: int = 300) -> str:
+        """A short-lived GET URL on ``MINIO_ENDPOINT`` (the name this worker reaches), for reading
+        a header without downloading the object (never log it)."""
+        try:
+            return self._retrying(
+                "presign",
+                key,
+                lambda: self.client.presigned_get_object(
+                    self.bucket, key, expires=timedelta(seconds=expires_s)
+                ),
+            )
+        except Exception as exc:
+            raise self._storage_error(exc, f"cannot presign {key!r}") from exc
+
     # -- internals -----------------------------------------------------------------------
 
     def _stream_to(
