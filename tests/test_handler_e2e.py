@@ -309,8 +309,37 @@ def test_sampler_progress_reaches_status(stack: Stack) -> None:
     result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
     assert "error" not in result, result
     steps = [p for p in stack.progress if p.get("steps") == 4]
-    assert steps, stack.progress
+    assert [p["step"] for p in steps] == [1, 2, 3, 4], stack.progress
     assert all(p["stage"] == "inference" and 10 <= p["percent"] <= 94 for p in steps)
+    # The model-free graph has no windows: the step alone is named, and moves the percent.
+    assert [p["message"] for p in steps] == [f"step {k} of 4" for k in range(1, 5)]
+    assert all(p["window"] is None and p["windows"] is None for p in steps)
+    assert {p["node"] for p in steps} == {"Frames + driving audio at 24 fps"}
+    percents = [p["percent"] for p in steps]
+    assert percents == sorted(percents) and len(set(percents)) == 4
+
+
+def test_throttled_progress_sends_every_stage_at_once_and_the_latest_state_later(stack: Stack) -> None:
+    """A throttle far longer than the job: each stage change still arrives, once and in order;
+    the sampler's steps, held back, are dropped when a newer stage supersedes them."""
+    stack.set_env(PROGRESS_INTERVAL_S="600")
+    stack.comfy.set_fault("progress", node="6", steps=4)
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert "error" not in result, result
+    stages = [p["stage"] for p in stack.progress]
+    assert stages == ["download", "prepare", "queue", "inference", "postprocess", "upload"], stack.progress
+
+
+def test_held_back_sampler_steps_reach_status_after_the_interval(stack: Stack) -> None:
+    """Steps come faster than PROGRESS_INTERVAL_S and the sampler outlasts it: some steps reach
+    /status, in order (that a held-back update is sent later is tests/test_progress.py's)."""
+    stack.set_env(PROGRESS_INTERVAL_S="0.3")
+    stack.comfy.set_fault("progress", node="6", steps=40, step_s=0.025, preview=False)
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY})
+    assert "error" not in result, result
+    steps = [p["step"] for p in stack.progress if p.get("steps") == 40]
+    assert steps, stack.progress
+    assert steps == sorted(steps)
 
 
 def test_dropped_socket_mid_run_still_completes(stack: Stack) -> None:

@@ -131,6 +131,40 @@ LORA_CORE = ("LoraLoaderModelOnly", "LoraLoader")
 LORA_STRICT = "StrictLoraLoaderModelOnly"
 
 
+# How a window's own nodes lead back to its WanAnimateToVideo: images <- decode <- trim <- sampler.
+_WINDOW_CHAIN = {
+    "ImageFromBatch": "image",
+    "VAEDecode": "samples",
+    "TrimVideoLatent": "samples",
+    "KSampler": "latent_image",
+}
+
+
+def animate_of(graph: Mapping[str, Any], node_id: str) -> str | None:
+    """The WanAnimateToVideo whose latent ``node_id`` samples, trims, decodes or cuts (itself
+    for a WanAnimateToVideo); None for a node of no window (preprocessing, models, the join)."""
+    seen: set[str] = set()
+    while node_id in graph and node_id not in seen:
+        seen.add(node_id)
+        node = graph[node_id]
+        if node["class_type"] in ANIMATE_CLASSES:
+            return node_id
+        name = _WINDOW_CHAIN.get(node["class_type"])
+        value = node["inputs"].get(name) if name is not None else None
+        if not is_link(value):
+            return None
+        node_id = value[0]
+    return None
+
+
+def window_numbers(graph: Mapping[str, Any]) -> dict[str, int]:
+    """The 1-based window of every node that belongs to one (see ``animate_of``). Windows are
+    chained, so window k's WanAnimateToVideo depends on the k - 1 before it."""
+    animates = {n for n, node in graph.items() if node["class_type"] in ANIMATE_CLASSES}
+    order = {a: len(upstream(graph, a) & animates) for a in animates}
+    return {n: order[a] for n in graph if (a := animate_of(graph, n)) is not None}
+
+
 def check_graph(
     graph: Mapping[str, Any],
     catalogue: Mapping[str, Any],
@@ -449,23 +483,7 @@ class _Checker:
 
     def window_of(self, node_id: str) -> str | None:
         """The WanAnimateToVideo whose latent produced these images (through trims/decode/sampler)."""
-        follow = {
-            "ImageFromBatch": "image",
-            "VAEDecode": "samples",
-            "TrimVideoLatent": "samples",
-            "KSampler": "latent_image",
-        }
-        seen: set[str] = set()
-        while node_id in self.graph and node_id not in seen:
-            seen.add(node_id)
-            class_type = self.graph[node_id]["class_type"]
-            if class_type in ANIMATE_CLASSES:
-                return node_id
-            link = self.link(node_id, follow[class_type]) if class_type in follow else None
-            if link is None:
-                return None
-            node_id = link[0]
-        return None
+        return animate_of(self.graph, node_id)
 
     def consumers(self, node_id: str) -> list[tuple[str, str]]:
         return [

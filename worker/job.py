@@ -13,14 +13,14 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from worker.attention import backend_in_use
-from worker.comfy_client import ComfyClient, Progress
+from worker.comfy_client import ComfyClient
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
 from worker.estimate import TimeModel, figures_for
@@ -37,61 +37,16 @@ from worker.media import (
     validate_output,
 )
 from worker.onnx_providers import providers_in_use, start_refusal
+from worker.progress import ProgressReporter, ProgressSink
 from worker.request import JobRequest, output_key, parse_request, sanitize_id
 from worker.storage import Storage
 from worker.urlfetch import fetch_url
 from worker.windows import Window, WindowSpec, plan_windows
 from worker.workflow import Workflow, WorkflowParams
 
-ProgressSink = Callable[[dict[str, Any]], None]
-
-# Where each stage sits on the job's 0-100 % progress scale.
-STAGE_SPAN = {
-    "download": (0.0, 4.0),
-    "prepare": (4.0, 8.0),
-    "queue": (8.0, 10.0),
-    "inference": (10.0, 94.0),
-    "postprocess": (94.0, 97.0),
-    "upload": (97.0, 100.0),
-}
 OUTPUT_WIDTH, OUTPUT_HEIGHT, OUTPUT_FPS = 1280, 720, 24
 # Metadata stored with each output so a re-delivered job can check what it finds.
 META_FRAMES, META_AUDIO, META_WORKFLOW = "frames", "has-audio", "workflow-sha256"
-
-
-class ProgressReporter:
-    """Sends progress to /status: every stage change, and otherwise at most one update
-    per ``interval_s`` (each update is an HTTP call from the SDK)."""
-
-    def __init__(self, sink: ProgressSink, job_id: str, interval_s: float) -> None:
-        self.sink = sink
-        self.job_id = job_id
-        self.interval_s = interval_s
-        self._last_sent = 0.0
-        self._last_stage: str | None = None
-
-    def stage(self, stage: str, fraction: float = 0.0, **extra: Any) -> None:
-        low, high = STAGE_SPAN[stage]
-        percent = round(low + (high - low) * min(max(fraction, 0.0), 1.0), 1)
-        now = time.monotonic()
-        if stage == self._last_stage and now - self._last_sent < self.interval_s:
-            return
-        self._last_stage, self._last_sent = stage, now
-        payload = {"stage": stage, "percent": percent, **{k: v for k, v in extra.items() if v is not None}}
-        try:
-            self.sink(payload)
-        except Exception as exc:  # progress is best effort: never fail a job over it
-            log_event("progress_update_failed", self.job_id, level="warning", error=str(exc))
-
-    def comfy(self, progress: Progress) -> None:
-        stage = "queue" if progress.stage == "queued" else "inference"
-        self.stage(
-            stage,
-            progress.percent / 100.0,
-            node=progress.node_title,
-            step=progress.step,
-            steps=progress.steps,
-        )
 
 
 @dataclass
@@ -269,14 +224,9 @@ class JobRunner:
         self, job_id: str, raw_input: Any, progress_sink: ProgressSink, cancel: threading.Event
     ) -> dict[str, Any]:
         log_event("job_started", job_id, workflow=self.workflow.name)
+        progress = ProgressReporter(progress_sink, job_id, self.settings.progress_interval_s)
         try:
-            result = _Job(
-                self,
-                job_id,
-                raw_input,
-                ProgressReporter(progress_sink, job_id, self.settings.progress_interval_s),
-                cancel,
-            ).run()
+            result = _Job(self, job_id, raw_input, progress, cancel).run()
         except WorkerError as exc:
             log_event(
                 "job_failed",
@@ -295,6 +245,8 @@ class JobRunner:
                 f"internal error ({type(exc).__name__}): {exc}",
                 refresh_worker=True,
             ).to_result()
+        finally:
+            progress.close()  # an update held back by the throttle must not follow the result
         log_event(
             "job_succeeded",
             job_id,
@@ -476,6 +428,7 @@ class _Job:
                 fps=float(OUTPUT_FPS),
             )
             graph = self.runner.checked_graph(params)
+            self.progress.set_graph(graph)
             run = comfy.run(
                 graph,
                 output_node=workflow.output_node,
