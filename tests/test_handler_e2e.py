@@ -319,7 +319,7 @@ def test_sampler_progress_reaches_status(stack: Stack) -> None:
     assert percents == sorted(percents) and len(set(percents)) == 4
 
 
-def test_throttled_progress_sends_every_stage_at_once_and_the_latest_state_later(stack: Stack) -> None:
+def test_throttled_progress_still_sends_every_stage_change_at_once(stack: Stack) -> None:
     """A throttle far longer than the job: each stage change still arrives, once and in order;
     the sampler's steps, held back, are dropped when a newer stage supersedes them."""
     stack.set_env(PROGRESS_INTERVAL_S="600")
