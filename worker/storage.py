@@ -343,32 +343,24 @@ class Storage:
                 ErrorCode.CONFIG_INVALID,
                 f"presigned URL expiry must be between 1 and {MAX_PRESIGN_S} seconds, got {expires_s}",
             )
-        try:
-            return self._retrying(
-                "presign",
-                key,
-                lambda: self.presign_client.presigned_get_object(
-                    self.bucket, key, expires=timedelta(seconds=expires_s)
-                ),
-            )
-        except Exception as exc:
-            raise self._storage_error(exc, f"cannot presign {key!r}") from exc
+        return self._presign(self.presign_client, key, expires_s)
 
     def internal_get_url(self, key: str, expires_s: int = 300) -> str:
         """A short-lived GET URL on ``MINIO_ENDPOINT`` (the name this worker reaches), for reading
         a header without downloading the object (never log it)."""
+        return self._presign(self.client, key, expires_s)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _presign(self, client: Minio, key: str, expires_s: int) -> str:
         try:
             return self._retrying(
                 "presign",
                 key,
-                lambda: self.client.presigned_get_object(
-                    self.bucket, key, expires=timedelta(seconds=expires_s)
-                ),
+                lambda: client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s)),
             )
         except Exception as exc:
             raise self._storage_error(exc, f"cannot presign {key!r}") from exc
-
-    # -- internals -----------------------------------------------------------------------
 
     def _stream_to(
         self,
