@@ -18,8 +18,17 @@ FIELDS = ("requested", "backend", "reason")
 
 def backend_in_use(comfy_url: str, *, timeout_s: float = 5.0) -> dict[str, Any] | None:
     """{"requested", "backend", "reason", ...} from ComfyUI, or None when it does not say."""
+    body = node_report(comfy_url, ROUTE, timeout_s=timeout_s)
+    if body is None or not all(isinstance(body.get(name), str) for name in FIELDS):
+        return None
+    return body
+
+
+def node_report(comfy_url: str, route: str, *, timeout_s: float) -> dict[str, Any] | None:
+    """The JSON object one of this repository's ComfyUI nodes serves at ``route``; None when
+    ComfyUI does not answer it (no such node: a 404), or not with an object."""
     try:
-        response = requests.get(comfy_url.rstrip("/") + ROUTE, timeout=timeout_s)
+        response = requests.get(comfy_url.rstrip("/") + route, timeout=timeout_s)
     except requests.RequestException:
         return None
     if response.status_code != 200:
@@ -28,6 +37,4 @@ def backend_in_use(comfy_url: str, *, timeout_s: float = 5.0) -> dict[str, Any] 
         body = response.json()
     except ValueError:
         return None
-    if not isinstance(body, dict) or not all(isinstance(body.get(name), str) for name in FIELDS):
-        return None
-    return body
+    return body if isinstance(body, dict) else None

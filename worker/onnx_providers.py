@@ -13,24 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
+from worker.attention import node_report
 
 ROUTE = "/wan_worker/onnx"
 
 
 def providers_in_use(comfy_url: str, *, timeout_s: float = 5.0) -> dict[str, Any] | None:
     """The node's report, or None when ComfyUI does not give one."""
-    try:
-        response = requests.get(comfy_url.rstrip("/") + ROUTE, timeout=timeout_s)
-    except requests.RequestException:
-        return None
-    if response.status_code != 200:
-        return None
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
+    body = node_report(comfy_url, ROUTE, timeout_s=timeout_s)
+    if body is None:
         return None
     if not isinstance(body.get("gpu"), bool) or not isinstance(body.get("cuda_session_ok"), bool):
         return None
