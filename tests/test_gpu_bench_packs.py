@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bench.gpu import plan, stages
-from worker.workflow import Workflow, WorkflowParams
+from tests.test_gpu_bench_cpu import pinned_graph
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = REPO / "workflows" / "wan22_animate_replace.json"
@@ -36,20 +36,6 @@ PREPROCESS_CLASSES = {
     "BlockifyMask",
     "DrawMaskOnImage",
 }
-
-
-def pinned_graph(frames: int) -> dict[str, Any]:
-    workflow = Workflow.load(PINNED, env={})
-    params = WorkflowParams(
-        image="bench_avatar.png",
-        driving_video="bench_driving.mp4",
-        frames=frames,
-        filename_prefix="gpu-bench/clip",
-        seed=42,
-        prompt="a person",
-        negative_prompt="blurry",
-    )
-    return workflow.build(params)
 
 
 @pytest.fixture(scope="module")
