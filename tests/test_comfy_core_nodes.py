@@ -9,25 +9,16 @@ tests/test_animate_mask_layout.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
 from worker.graph_check import load_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
-COMFY = os.environ.get("WAN_BENCH_COMFYUI")
-COMFY_PYTHON = os.environ.get("WAN_BENCH_PYTHON", sys.executable)
-
-needs_comfy = pytest.mark.skipif(
-    not COMFY,
-    reason="needs a ComfyUI 0.33.0 checkout in WAN_BENCH_COMFYUI (+ WAN_BENCH_PYTHON with torch): ComfyUI is "
-    "not on PyPI and CI reaches no GitHub",
-)
 
 
 def run_script(name: str) -> dict[str, Any]:

@@ -14,9 +14,7 @@ the pinned 0.33.0 exists there) and CI reaches no GitHub, so it is skipped with 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import pytest
 
 from bench.gpu import plan, stages
+from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
 from worker.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,20 +195,13 @@ def test_backend_totals_reprice_only_the_sampler_steps() -> None:
 
 # ------------------------------------------------------------------ with ComfyUI (never in CI)
 
-COMFY = os.environ.get("WAN_BENCH_COMFYUI")
-BENCH_PYTHON = os.environ.get("WAN_BENCH_PYTHON", sys.executable)
 
-
-@pytest.mark.skipif(
-    not COMFY,
-    reason="needs a ComfyUI 0.33.0 checkout in WAN_BENCH_COMFYUI (+ WAN_BENCH_PYTHON with torch): ComfyUI is "
-    "not on PyPI and CI reaches no GitHub; see bench/README.md",
-)
+@needs_comfy
 @pytest.mark.timeout(900)
 def test_whole_benchmark_at_toy_size_on_the_cpu(tmp_path) -> None:
     out = tmp_path / "out"
     command = [
-        BENCH_PYTHON, str(REPO / "bench" / "gpu_bench.py"), "--comfy", str(COMFY), "--tiny", "--cpu",
+        COMFY_PYTHON, str(REPO / "bench" / "gpu_bench.py"), "--comfy", str(COMFY), "--tiny", "--cpu",
         "--frames", "20", "--steps", "1", "--backends", "cudnn", "--out", str(out),
         "--work", str(tmp_path / "work"), "--models", str(tmp_path / "models"),
     ]  # fmt: skip

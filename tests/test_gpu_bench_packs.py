@@ -16,13 +16,13 @@ import ast
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.gpu import plan, stages
+from tests.support.comfy_checkout import COMFY, COMFY_PYTHON
 from tests.test_gpu_bench_cpu import pinned_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,9 +222,7 @@ def test_detector_network_has_yolov10s_output_layout() -> None:
 
 # ------------------------------------------------------------------ with ComfyUI and the packs (never in CI)
 
-COMFY = os.environ.get("WAN_BENCH_COMFYUI")
 PACKS = os.environ.get("WAN_BENCH_PACKS")
-BENCH_PYTHON = os.environ.get("WAN_BENCH_PYTHON", sys.executable)
 
 
 @pytest.mark.skipif(
@@ -236,7 +234,7 @@ BENCH_PYTHON = os.environ.get("WAN_BENCH_PYTHON", sys.executable)
 def test_real_pack_nodes_run_in_the_whole_graph_on_the_cpu(tmp_path) -> None:
     out = tmp_path / "out"
     command = [
-        BENCH_PYTHON, str(REPO / "bench" / "gpu_bench.py"), "--comfy", str(COMFY), "--packs", str(PACKS),
+        COMFY_PYTHON, str(REPO / "bench" / "gpu_bench.py"), "--comfy", str(COMFY), "--packs", str(PACKS),
         "--tiny", "--cpu", "--frames", "6", "--steps", "1", "--mode", "clip", "--out", str(out),
         "--work", str(tmp_path / "work"), "--models", str(tmp_path / "models"),
     ]  # fmt: skip

@@ -11,15 +11,14 @@ ComfyUI's executor, every node's cached CPU tensor bytes against the model (``--
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench import host_ram
+from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
 from worker.windows import covered_frames, plan_windows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,20 +114,13 @@ def test_readme_table_holds_these_numbers(index: int, frames: int) -> None:
 
 # ------------------------------------------------------------------ with ComfyUI (never in CI)
 
-COMFY = os.environ.get("WAN_BENCH_COMFYUI")
-BENCH_PYTHON = os.environ.get("WAN_BENCH_PYTHON", sys.executable)
 
-
-@pytest.mark.skipif(
-    not COMFY,
-    reason="needs a ComfyUI 0.33.0 checkout in WAN_BENCH_COMFYUI (+ WAN_BENCH_PYTHON with torch): ComfyUI is "
-    "not on PyPI and CI reaches no GitHub; see bench/README.md",
-)
+@needs_comfy
 @pytest.mark.timeout(900)
 def test_model_matches_comfyui_cache_at_toy_size(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = [
-        BENCH_PYTHON, str(REPO / "bench" / "host_ram.py"), "--validate", "--comfy", str(COMFY),
+        COMFY_PYTHON, str(REPO / "bench" / "host_ram.py"), "--validate", "--comfy", str(COMFY),
         "--toy-frames", "80", "--out", str(out), "--work", str(tmp_path / "work"),
         "--models", str(tmp_path / "models"),
     ]  # fmt: skip

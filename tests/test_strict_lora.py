@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 import torch
 
 from bench.gpu.weights import Item, write_safetensors
+from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
 from worker.comfy_client import _generation_error
 from worker.errors import ErrorCode
 
@@ -159,18 +159,11 @@ def test_other_node_errors_stay_generation_failed() -> None:
 
 # ------------------------------------------------------------------ with ComfyUI (never in CI)
 
-COMFY = os.environ.get("WAN_BENCH_COMFYUI")
-BENCH_PYTHON = os.environ.get("WAN_BENCH_PYTHON", sys.executable)
 
-
-@pytest.mark.skipif(
-    not COMFY,
-    reason="needs a ComfyUI 0.33.0 checkout in WAN_BENCH_COMFYUI (+ WAN_BENCH_PYTHON with torch): ComfyUI is "
-    "not on PyPI and CI reaches no GitHub; see bench/README.md",
-)
+@needs_comfy
 @pytest.mark.timeout(600)
 def test_the_node_in_the_pinned_comfyui_on_a_toy_wan_animate_model() -> None:
-    command = [BENCH_PYTHON, str(REPO / "tests" / "comfy_core" / "strict_lora.py"), "--comfy", str(COMFY)]
+    command = [COMFY_PYTHON, str(REPO / "tests" / "comfy_core" / "strict_lora.py"), "--comfy", str(COMFY)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=580, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
