@@ -14,6 +14,7 @@ from worker.graph_check import (
     CATALOGUE_PATH,
     SHARED_CATALOGUE,
     _types_match,
+    added_nodes,
     check_graph,
     extract_catalogue,
     load_catalogue,
@@ -88,7 +89,9 @@ def test_committed_catalogue_matches_a_fresh_extraction(tmp_path):
 
 
 def test_committed_catalogue_covers_every_class_the_workflows_use(catalogue):
-    used = {node["class_type"] for graph in workflow_graphs().values() for node in graph.values()}
+    graphs = [*workflow_graphs().values(), added_nodes()]  # added: a chunk's frame loader
+    used = {node["class_type"] for graph in graphs for node in graph.values()}
+    assert "WanWorkerLoadMotionFrames" in used
     extended = {
         entry["like"] for name, entry in load_repo_nodes().items() if name in used and "like" in entry
     }

@@ -100,8 +100,7 @@ def test_preprocessing_models_and_the_join_belong_to_no_window(wan_graph: dict[s
         "CLIPTextEncode",
         "LoadVideo",
         "BatchImagesNode",
-        "CreateVideo",
-        "SaveVideo",
+        "WanWorkerSaveChunk",
     }
     found = {node["class_type"] for node in wan_graph.values()}
     assert outside <= found
@@ -135,13 +134,15 @@ def test_inference_payload_names_window_node_and_step(wan_graph: dict[str, Any])
     )
     reporter.comfy(sampling("8", None, None, "Detect pose per frame"))
     reporter.comfy(sampling(sampler_2, 3, 6, wan_graph[sampler_2]["_meta"]["title"]))
-    reporter.comfy(sampling("53", None, None, "Save MP4"))
+    reporter.comfy(sampling("53", None, None, "Save the chunk"))
     pose, sample, save = recorder.wait_for(3)
     assert pose == {
         "stage": "inference",
         "percent": pose["percent"],
         "message": None,
         "node": "Detect pose per frame",
+        "chunk": None,
+        "chunks": None,
         "window": None,
         "windows": None,
         "step": None,

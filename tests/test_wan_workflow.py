@@ -133,8 +133,10 @@ def test_the_output_has_exactly_n_frames_at_24_fps(workflow, frames):
     collect = graph["50"]["inputs"]
     assert list(collect) == [f"images.image{i}" for i in range(EXPECTED_WINDOWS[frames])]
     assert graph["51"]["inputs"] == {"image": ["50", 0], "batch_index": 0, "length": frames}
-    assert graph["52"]["inputs"]["fps"] == 24.0 and graph["52"]["inputs"]["images"] == ["51", 0]
-    assert [n for n, node in graph.items() if node["class_type"] == "SaveVideo"] == ["53"]
+    # Raw frames out: the worker encodes them at 24 fps (no fps in the graph) and adds the audio.
+    assert graph["53"]["class_type"] == "WanWorkerSaveChunk" and graph["53"]["inputs"]["images"] == ["51", 0]
+    assert "motion" not in graph["53"]["inputs"] and "16" not in graph  # no chunk follows or precedes
+    assert not [n for n, node in graph.items() if node["class_type"] in ("SaveVideo", "CreateVideo")]
 
 
 def test_short_videos_drop_the_extension_window(workflow):
@@ -342,9 +344,9 @@ SERVER_REFUSES: dict[str, tuple[Mutation, str]] = {
     "steps above max": (_set("41", "steps", 20000), "steps=20000 is above the maximum 10000"),
     "width below min": (_set("30", "width", 0), "width=0 is below the minimum 16"),
     "cycle": (_set("31", "latent_image", ["32", 0]), "dependency cycle"),
-    "fps from an INT output": (
-        _set("52", "fps", ["30", 5]),
-        "fps expects FLOAT but node 30 output #5 is INT",
+    "frames from an INT output": (
+        _set("53", "images", ["30", 5]),
+        "images expects IMAGE but node 30 output #5 is INT",
     ),
 }
 
@@ -386,18 +388,17 @@ SERVER_LETS_THROUGH: dict[str, tuple[Mutation, str]] = {
         _set("30", "face_video", ["9", 0]),
         "face_video comes from DrawViTPose",
     ),
-    "SaveVideo format avi": (
-        _set("53", "format", "avi"),
-        "format='avi' is not one of ['auto', 'mp4', 'mkv', 'webm']",
+    "chunk saved from an untrimmed window": (
+        _set("53", "images", ["3043", 0]),
+        "uses window 3040's frames without dropping the first trim_image frames",
     ),
-    "SaveVideo codec h265": (_set("53", "format.codec", "h265"), "format.codec='h265' is not one of"),
+    "motion frames off the 4n+1 grid": (_set("53", "motion_frames", 6), "motion_frames=6 must be 4n+1"),
     "SAM2 on cpu at fp16": (_set("10", "device", "cpu"), "device=cpu with fp16/bf16 raises at run time"),
     "SAM2 single-image segmentor": (
         _set("10", "segmentor", "single_image"),
         "reuses frame 1's box on every frame",
     ),
     "final trim longer than the video": (_set("51", "length", 4096), "the video would have 293 frames"),
-    "fps 16": (_set("52", "fps", 16.0), "write 16 fps, the job is 24 fps"),
     "SAM2 prompted with face boxes": (
         _set("11", "bboxes", ["8", 4]),
         "bboxes comes from PoseAndFaceDetection output #4",

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,9 +69,11 @@ class Progress:
 @dataclass(frozen=True)
 class RunResult:
     prompt_id: str
-    output: OutputFile
+    output: OutputFile  # the output node's file (its video, when it reports several)
     queue_s: float
     inference_s: float
+    files: tuple[OutputFile, ...] = ()  # every file the output node reported, in its order
+    report: dict[str, Any] = field(default_factory=dict)  # the node's whole history output
 
 
 class _Disconnected(Exception):
@@ -552,9 +554,8 @@ class ComfyClient:
                 "file does not exist, even after emptying its cache and running the prompt again",
                 details={"prompt_id": second.prompt_id, "output": _output_dict(second.output)},
             )
-        return RunResult(
-            prompt_id=second.prompt_id,
-            output=second.output,
+        return replace(
+            second,
             queue_s=round(first.queue_s + second.queue_s, 3),
             inference_s=round(first.inference_s + second.inference_s, 3),
         )
@@ -603,8 +604,15 @@ class ComfyClient:
                     "node_type": watch.event.get("node_type"),
                 },
             )
-        output = self._read_output(prompt_id, graph, output_node)
-        return RunResult(prompt_id=prompt_id, output=output, queue_s=queue_s, inference_s=inference_s)
+        report = self._read_output(prompt_id, graph, output_node)
+        return RunResult(
+            prompt_id=prompt_id,
+            output=_output_file(report) or _no_file(prompt_id, graph, output_node, report),
+            queue_s=queue_s,
+            inference_s=inference_s,
+            files=tuple(_output_files(report)),
+            report=report,
+        )
 
     def _submit(self, graph: dict[str, Any], prompt_id: str, client_id: str) -> None:
         body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
@@ -751,7 +759,7 @@ class ComfyClient:
                     return True
         return watch.barrier or watch.finished
 
-    def _read_output(self, prompt_id: str, graph: dict[str, Any], output_node: str) -> OutputFile:
+    def _read_output(self, prompt_id: str, graph: dict[str, Any], output_node: str) -> dict[str, Any]:
         entry: Any = None
         for attempt in range(10):  # history is written before the barrier; this covers a missed one
             history = self._get_json(f"/history/{prompt_id}")
@@ -766,15 +774,8 @@ class ComfyClient:
                 details={"prompt_id": prompt_id},
             )
         outputs = entry.get("outputs") or {}
-        found = _output_file(outputs.get(output_node))
-        if found is None:
-            node = graph.get(output_node, {})
-            raise WorkerError(
-                ErrorCode.GENERATION_FAILED,
-                f"ComfyUI finished but output node {output_node} ({node.get('class_type')}) reported no file",
-                details={"prompt_id": prompt_id, "output_node": output_node, "outputs": sorted(outputs)},
-            )
-        return found
+        report = outputs.get(output_node)
+        return report if isinstance(report, dict) else {"outputs": sorted(outputs)}
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -800,24 +801,35 @@ def _describe_output(output: OutputFile) -> str:
     return f"{path} ({output.type})"
 
 
-def _output_file(node_output: Any) -> OutputFile | None:
-    """The file a node reported: a video file first, else the first file listed."""
+def _output_files(node_output: Any) -> list[OutputFile]:
+    """Every file a node reported, in the order it listed them."""
     if not isinstance(node_output, dict):
-        return None
-    files = [
-        item
+        return []
+    return [
+        OutputFile(
+            filename=str(item["filename"]),
+            subfolder=str(item.get("subfolder") or ""),
+            type=str(item.get("type") or "output"),
+        )
         for key in OUTPUT_KEYS
         for item in node_output.get(key) or []
         if isinstance(item, dict) and item.get("filename")
     ]
-    if not files:
-        return None
-    videos = [f for f in files if str(f["filename"]).lower().endswith(VIDEO_SUFFIXES)]
-    chosen = (videos or files)[0]
-    return OutputFile(
-        filename=str(chosen["filename"]),
-        subfolder=str(chosen.get("subfolder") or ""),
-        type=str(chosen.get("type") or "output"),
+
+
+def _output_file(node_output: Any) -> OutputFile | None:
+    """The file a node reported: a video file first, else the first file listed."""
+    files = _output_files(node_output)
+    videos = [f for f in files if f.filename.lower().endswith(VIDEO_SUFFIXES)]
+    return (videos or files or [None])[0]
+
+
+def _no_file(prompt_id: str, graph: dict[str, Any], output_node: str, report: dict[str, Any]) -> OutputFile:
+    node = graph.get(output_node, {})
+    raise WorkerError(
+        ErrorCode.GENERATION_FAILED,
+        f"ComfyUI finished but output node {output_node} ({node.get('class_type')}) reported no file",
+        details={"prompt_id": prompt_id, "output_node": output_node, "outputs": report.get("outputs", [])},
     )
 
 

@@ -41,6 +41,7 @@ class Settings:
     minio_public_use_ssl: bool | None
     default_driving_video_path: str | None
     output_prefix: str
+    scratch_prefix: str  # finished chunks of running jobs (worker/chunk_store.py)
     presigned_url_expiry_s: int
     # ComfyUI beside the worker
     comfy_url: str
@@ -57,6 +58,8 @@ class Settings:
     # The time model (worker/estimate.py): None = the GPU's measured figures
     estimate_sampler_step_s: float | None
     estimate_preprocess_frame_s: float | None
+    # Chunks (worker/chunks.py): windows per ComfyUI prompt; None = the workflow's own figure
+    chunk_windows: int | None
     # Behaviour
     attention_backend: str  # applied inside ComfyUI by comfyui_nodes/wan_worker_attention; checked here
     model_variant: str  # the manifest variant download_models.py installs; model names are checked against it
@@ -78,6 +81,7 @@ class Settings:
             minio_public_use_ssl=reader.optional("MINIO_PUBLIC_ENDPOINT", _url_is_https, None),
             default_driving_video_path=reader.optional("DEFAULT_DRIVING_VIDEO_PATH", str, None),
             output_prefix=reader.optional("OUTPUT_PREFIX", _prefix, "outputs"),
+            scratch_prefix=reader.optional("SCRATCH_PREFIX", _prefix, "wan-worker-scratch"),
             presigned_url_expiry_s=reader.optional(
                 "PRESIGNED_URL_EXPIRY_S", _int_between(60, 7 * 24 * 3600), 3600
             ),
@@ -99,11 +103,22 @@ class Settings:
             estimate_preprocess_frame_s=reader.optional(
                 "ESTIMATE_PREPROCESS_FRAME_S", _float_between(0, 600), None
             ),
+            chunk_windows=reader.optional("CHUNK_WINDOWS", _int_between(0, 1000), None),
             attention_backend=reader.optional("ATTENTION_BACKEND", _one_of(ATTENTION_BACKENDS), "auto"),
             model_variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
         )
+        scratch, output = settings.scratch_prefix, settings.output_prefix
+        if (
+            scratch
+            and output
+            and (f"{scratch}/".startswith(f"{output}/") or f"{output}/".startswith(f"{scratch}/"))
+        ):
+            reader.problems.append(
+                f"SCRATCH_PREFIX={scratch!r} overlaps OUTPUT_PREFIX={output!r}: the worker deletes what it "
+                "leaves under SCRATCH_PREFIX, so the two must be separate folders"
+            )
         reader.raise_if_problems()
         return settings
 

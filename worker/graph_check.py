@@ -124,6 +124,10 @@ OTHER_SOURCES: dict[tuple[str, str], set[tuple[str, int]]] = {
 ANIMATE_CORE = "WanAnimateToVideo"
 ANIMATE_OFFICIAL_MASK = "WanAnimateToVideoOfficialMask"
 ANIMATE_CLASSES = (ANIMATE_CORE, ANIMATE_OFFICIAL_MASK)
+# Chunks (worker/chunks.py): the output node of a chunk, and the previous chunk's frames.
+SAVE_CHUNK = "WanWorkerSaveChunk"  # comfyui_nodes/wan_worker_nodes/chunk_io.py
+LOAD_MOTION = "WanWorkerLoadMotionFrames"
+OUTPUT_FRAMES = {"SaveVideo": "video", SAVE_CHUNK: "images"}  # output node -> its frames input
 SIZE_NODES = (*ANIMATE_CLASSES, "PoseAndFaceDetection", "DrawViTPose")
 # LoRAs: the core loaders only log the keys that do not fit the model and go on; this repository's
 # loader (comfyui_nodes/wan_worker_nodes/lora.py) fails instead, and Wan graphs must use it.
@@ -174,8 +178,12 @@ def check_graph(
     fps: float | None = None,
     width: int | None = None,
     height: int | None = None,
+    driving_frames: int | None = None,
 ) -> list[str]:
-    """Problems that would make ComfyUI refuse ``graph`` or make the wrong video; [] if none."""
+    """Problems that would make ComfyUI refuse ``graph`` or make the wrong video; [] if none.
+
+    ``frames`` is the output's frame count, ``driving_frames`` the driving video's (default: the
+    same; a chunk's slice holds more frames than the chunk adds)."""
     checker = _Checker(graph, catalogue)
     if not checker.structure_ok():
         return checker.problems
@@ -189,7 +197,7 @@ def check_graph(
     checker.check_sam2()
     checker.check_fps(fps)
     if frames is not None and acyclic:
-        checker.check_frame_count(frames)
+        checker.check_frame_count(frames, frames if driving_frames is None else driving_frames)
     if installed_models is not None:
         checker.check_models(installed_models)
     return checker.problems
@@ -432,6 +440,18 @@ class _Checker:
             if offset is not None or inputs.get("video_frame_offset") != 0:
                 self.add(animate, "a first window (no continue_motion) must start at video_frame_offset 0")
             return
+        if self.graph.get(motion[0], {}).get("class_type") == LOAD_MOTION:
+            # A chunk's first window: the slice starts with the previous chunk's frames.
+            most = inputs.get("continue_motion_max_frames")
+            if offset is not None or inputs.get("video_frame_offset") != most:
+                self.add(
+                    animate,
+                    f"a window continuing from {LOAD_MOTION} must have video_frame_offset = "
+                    f"continue_motion_max_frames ({most!r}), is {inputs.get('video_frame_offset')!r}: "
+                    "it would not start at the slice's first frame",
+                )
+            self.check_trimmed(animate)
+            return
         previous = self.window_of(motion[0])
         if self.graph.get(motion[0], {}).get("class_type") != "VAEDecode" or previous is None:
             self.add(animate, "continue_motion must be the previous window's decoded frames (VAEDecode)")
@@ -455,6 +475,8 @@ class _Checker:
                 node = self.graph[consumer]
                 if node["class_type"] in ANIMATE_CLASSES and name == "continue_motion":
                     continue
+                if node["class_type"] == SAVE_CHUNK and name == "motion":
+                    continue  # the next chunk's continuation frames, not output frames
                 if node["class_type"] != "ImageFromBatch" or self.link(consumer, "batch_index") != (
                     animate,
                     4,
@@ -551,11 +573,13 @@ class _Checker:
                 if value != float(fps):
                     self.add(None, f"nodes {', '.join(ids)} write {value:g} fps, the job is {fps:g} fps")
 
-    def check_frame_count(self, frames: int) -> None:
-        count = _FrameCounter(self.graph, frames)
-        self.check_conditioning_covered(count, frames)
-        for output in [n for n, node in self.graph.items() if node["class_type"] == "SaveVideo"]:
-            produced = count.images(output, "video")
+    def check_frame_count(self, frames: int, driving_frames: int) -> None:
+        count = _FrameCounter(self.graph, driving_frames)
+        self.check_conditioning_covered(count, driving_frames)
+        for output, node in self.graph.items():
+            if node["class_type"] not in OUTPUT_FRAMES:
+                continue
+            produced = count.images(output, OUTPUT_FRAMES[node["class_type"]])
             if produced is not None and produced != frames:
                 self.add(output, f"the video would have {produced} frames, the driving video has {frames}")
 
@@ -622,6 +646,12 @@ class _FrameCounter:
             return self.driving
         if kind == "LoadImage" and slot == 0:
             return 1
+        if kind == LOAD_MOTION and slot == 0:
+            # what the previous chunk's save node wrote: this graph's save node's motion_frames
+            saved = [
+                self.ints(n, "motion_frames") for n, v in self.graph.items() if v["class_type"] == SAVE_CHUNK
+            ]
+            return saved[0] if len(saved) == 1 else None
         if kind in ("CreateVideo", "ImageScale", "ImageResizeKJv2"):
             return self.images(node_id, "images" if kind == "CreateVideo" else "image")
         if kind == "RepeatImageBatch":
@@ -807,6 +837,17 @@ def workflow_graphs(folder: Path = REPO_ROOT / "workflows") -> dict[str, dict[st
     return graphs
 
 
+def added_nodes(folder: Path = REPO_ROOT / "workflows") -> dict[str, Any]:
+    """Nodes the worker adds to the pinned graphs (a chunk's frame loader, ``windows.handoff.load``),
+    as a graph of their classes, so the catalogue holds them too."""
+    added: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.bindings.json")):
+        load = (json.loads(path.read_text()).get("windows") or {}).get("handoff", {}).get("load")
+        if load and load.get("class_type"):
+            added[f"{path.name}:{load['node']}"] = {"class_type": load["class_type"], "inputs": {}}
+    return added
+
+
 def extract_catalogue(
     source: Mapping[str, Any],
     graphs: Iterable[Mapping[str, Any]],
@@ -917,7 +958,8 @@ def _extract(source: Path, out: Path) -> int:
     except OSError as exc:
         print(f"error: cannot read the full catalogue {source}: {exc}", file=sys.stderr)
         return 2
-    subset = extract_catalogue(full, workflow_graphs().values(), load_repo_nodes())
+    graphs = [*workflow_graphs().values(), added_nodes()]
+    subset = extract_catalogue(full, graphs, load_repo_nodes())
     subset["source_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
     out.write_text(json.dumps(subset, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     print(f"wrote {out} ({len(subset['nodes'])} classes from {source.name})", file=sys.stderr)

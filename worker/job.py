@@ -14,12 +14,16 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from worker.attention import backend_in_use
+from worker.chunk_media import check_chunk, cut_slice, encode_frames, join_chunks
+from worker.chunk_store import MOTION_SUFFIX, ChunkStore, file_sha256, fingerprint
+from worker.chunks import Chunk
 from worker.comfy_client import ComfyClient
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
@@ -95,10 +99,18 @@ class JobRunner:
         self._check_onnx_at_start()
         self.time_model = self._time_model()
 
-    def checked_graph(self, params: WorkflowParams) -> dict[str, Any]:
-        """The job's graph, refused unless it passes the pinned stack's checks: ComfyUI's own
-        validation misses unknown input names, window lengths, replacement wiring, fps."""
-        graph = self.workflow.build(params)
+    def checked_graph(
+        self,
+        params: WorkflowParams,
+        *,
+        chunk: Chunk | None = None,
+        clip_frames: int | None = None,
+        driving_frames: int | None = None,
+        motion_file: str | None = None,
+    ) -> dict[str, Any]:
+        """The job's graph (or one chunk's), refused unless it passes the pinned stack's checks:
+        ComfyUI's own validation misses unknown input names, window lengths, replacement wiring, fps."""
+        graph = self.workflow.build(params, chunk=chunk, clip_frames=clip_frames, motion_file=motion_file)
         problems = check_graph(
             graph,
             self.catalogue,
@@ -107,6 +119,7 @@ class JobRunner:
             fps=params.fps,
             width=params.width,
             height=params.height,
+            driving_frames=driving_frames,
         )
         if problems:
             raise WorkerError(
@@ -257,6 +270,21 @@ class JobRunner:
         return result
 
 
+@dataclass(frozen=True)
+class _PromptOutput:
+    files: list[Path]  # the output node's files, downloaded, in the order it reported them
+    report: dict[str, Any]  # the output node's history entry
+
+    @property
+    def motion(self) -> Path | None:
+        """The frames the next chunk continues from (``WanWorkerSaveChunk``), when saved."""
+        return next((f for f in self.files[1:] if f.name.endswith(MOTION_SUFFIX)), None)
+
+    def chunk_report(self) -> dict[str, Any]:
+        entries = self.report.get("wan_chunk") or [{}]
+        return entries[0] if isinstance(entries[0], dict) else {}
+
+
 class _Job:
     def __init__(
         self,
@@ -274,6 +302,7 @@ class _Job:
         self.cancel = cancel
         self.clock = StageClock()
         self.deadline = time.monotonic() + self.settings.job_timeout_s
+        self.chunk_store: ChunkStore | None = None  # a chunked job's finished chunks in MinIO
 
     def run(self) -> dict[str, Any]:
         request = parse_request(
@@ -292,11 +321,14 @@ class _Job:
                 return self._result(request, key, reused, seed, reused=True)
             self._refuse_if_too_long(self._frames_from_header(request), exact=False)
             avatar_src, video_src = self._download(request, work_dir)
+            job_fingerprint = self._fingerprint(request, seed, avatar_src, video_src)
             avatar_path, driving = self._prepare(avatar_src, video_src, work_dir, framing=request.framing)
             self._refuse_if_too_long(driving.frames, exact=True)
-            raw_output = self._generate(request, avatar_path, driving, seed, work_dir)
+            raw_output = self._generate(request, avatar_path, driving, seed, work_dir, job_fingerprint)
             video = self._postprocess(raw_output, driving, work_dir / "final.mp4")
             self._upload(work_dir / "final.mp4", key, driving)
+            if self.chunk_store is not None:
+                self.chunk_store.clear()
             return self._result(request, key, video, seed, reused=False)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -329,6 +361,22 @@ class _Job:
             return None
         log_event("existing_output_reused", self.job_id, minio_key=key)
         return video
+
+    def _fingerprint(self, request: JobRequest, seed: int, avatar_src: Path, video_src: Path) -> str:
+        """What decides a chunk's frames: chunks kept in MinIO are reused only under the same one."""
+        return fingerprint(
+            {
+                "workflow": self.runner.workflow.sha256,
+                "avatar": file_sha256(avatar_src),
+                "driving_video": file_sha256(video_src),
+                "seed": seed,
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "framing": request.framing,
+                "chunk_windows": self.settings.chunk_windows,
+                "output": [OUTPUT_WIDTH, OUTPUT_HEIGHT, OUTPUT_FPS],
+            }
+        )
 
     def _download(self, request: JobRequest, work_dir: Path) -> tuple[Path, Path]:
         self.progress.stage("download")
@@ -396,23 +444,120 @@ class _Job:
         driving: DrivingVideo,
         seed: int,
         work_dir: Path,
+        job_fingerprint: str,
     ) -> Path:
+        """The generated video (not yet cut or with audio): one prompt, or one per chunk with
+        each chunk's encode running while the next chunk's prompt does (``worker.chunks``)."""
+        runner = self.runner
+        chunks = runner.workflow.chunks(driving.frames, chunk_windows=self.settings.chunk_windows)
+        generated = work_dir / "generated.mp4"
+        if len(chunks) == 1 and runner.workflow.output_kind == "video":
+            output = self._run_prompt(request, avatar_path, driving, seed, chunks[0], None, work_dir)
+            output.files[0].replace(generated)
+            return generated
+        store = None
+        if len(chunks) > 1:
+            store = ChunkStore(runner.storage, self.settings.scratch_prefix, self.job_id, job_fingerprint)
+        parts = [work_dir / f"chunk-{chunk.index:04d}.mp4" for chunk in chunks]
+        done = self._resumed_chunks(store, chunks, parts) if store is not None else 0
+        log_event(
+            "chunks_planned",
+            self.job_id,
+            chunks=len(chunks),
+            windows=[len(c.windows) for c in chunks],
+            frames=[c.frames for c in chunks],
+            resumed=done,
+        )
+        motion: Path | None = None
+        if done and store is not None:
+            motion = work_dir / f"chunk-{done:04d}.motion.safetensors"
+            store.fetch_motion(chunks[done - 1], motion)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-encode") as encoder:
+            pending: Future[None] | None = None
+            try:
+                for chunk in chunks[done:]:
+                    output = self._run_prompt(request, avatar_path, driving, seed, chunk, motion, work_dir)
+                    if pending is not None:
+                        pending.result()  # one encode at a time; its failure stops the job here
+                    if motion is not None:
+                        motion.unlink()  # this chunk's prompt used it; the previous chunk's finish kept it
+                    motion = output.motion
+                    pending = encoder.submit(self._finish_chunk, chunk, output, parts[chunk.index - 1], store)
+                if pending is not None:
+                    with self.clock.measure("postprocess"):
+                        pending.result()
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                raise
+        with self.clock.measure("postprocess"):
+            join_chunks(parts, generated, fps=OUTPUT_FPS)
+        self.chunk_store = store
+        return generated
+
+    def _resumed_chunks(self, store: ChunkStore, chunks: list[Chunk], parts: list[Path]) -> int:
+        """Chunks an earlier delivery of this job finished, fetched and checked; 0 when none."""
+        done = store.finished(chunks)
+        for chunk in chunks[:done]:
+            try:
+                with self.clock.measure("download"):
+                    store.fetch_video(chunk, parts[chunk.index - 1], width=OUTPUT_WIDTH, height=OUTPUT_HEIGHT)
+            except WorkerError as exc:
+                log_event("chunk_not_reused", self.job_id, chunk=chunk.index, reason=exc.message)
+                return chunk.index - 1
+        if done:
+            log_event("job_resumed", self.job_id, from_chunk=done + 1, chunks=len(chunks))
+        return done
+
+    def _run_prompt(
+        self,
+        request: JobRequest,
+        avatar_path: Path,
+        driving: DrivingVideo,
+        seed: int,
+        chunk: Chunk,
+        motion: Path | None,
+        work_dir: Path,
+    ) -> _PromptOutput:
+        """One prompt (the whole clip, or one chunk): its files, downloaded; ComfyUI's copies removed."""
         comfy = self.runner.comfy
         workflow = self.runner.workflow
+        chunked = chunk.count > 1
         # A fresh prefix per attempt: ComfyUI caches node outputs across prompts, and a
         # re-delivered job must not be answered with a file an earlier attempt removed.
         attempt = f"{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
         inputs: list[str] = []
         run = None
-        self.progress.stage("queue")
+        slice_path = work_dir / f"driving-{chunk.index:04d}.mp4"
+        if chunk.index == 1:
+            self.progress.stage("queue")
         try:
             with self.clock.measure("queue"):
+                if chunked:
+                    cut_slice(
+                        driving.path,
+                        slice_path,
+                        start=chunk.start,
+                        real_frames=chunk.real_frames,
+                        reflected=chunk.reflected,
+                        total_frames=driving.frames,
+                        fps=OUTPUT_FPS,
+                    )
                 inputs.append(comfy.put_input(avatar_path, f"wan-worker/{attempt}/avatar.png"))
-                inputs.append(comfy.put_input(driving.path, f"wan-worker/{attempt}/driving.mp4"))
+                inputs.append(
+                    comfy.put_input(
+                        slice_path if chunked else driving.path, f"wan-worker/{attempt}/driving.mp4"
+                    )
+                )
+                motion_name = None
+                if chunk.continues:
+                    assert motion is not None
+                    motion_name = comfy.put_input(motion, f"wan-worker/{attempt}/motion.safetensors")
+                    inputs.append(motion_name)
             params = WorkflowParams(
                 image=inputs[0],
                 driving_video=inputs[1],
-                frames=driving.frames,
+                frames=chunk.frames,
                 filename_prefix=f"wan-worker/{attempt}",
                 seed=seed,
                 prompt=request.prompt
@@ -427,8 +572,21 @@ class _Job:
                 height=OUTPUT_HEIGHT,
                 fps=float(OUTPUT_FPS),
             )
-            graph = self.runner.checked_graph(params)
-            self.progress.set_graph(graph)
+            graph = self.runner.checked_graph(
+                params,
+                chunk=chunk if chunked else None,
+                clip_frames=driving.frames,
+                driving_frames=chunk.slice_frames if chunked else driving.frames,
+                motion_file=motion_name,
+            )
+            self.progress.set_graph(
+                graph,
+                chunk=(chunk.index, chunk.count) if chunked else None,
+                window_offset=max(0, chunk.first_window - 1),
+                clip_windows=len(workflow.window_plan(driving.frames)) or None,
+            )
+            if chunked:
+                log_event("chunk_started", self.job_id, **chunk.as_dict())
             run = comfy.run(
                 graph,
                 output_node=workflow.output_node,
@@ -438,16 +596,51 @@ class _Job:
                 job_id=self.job_id,
             )
             self.clock.timings["queue"] = round(self.clock.timings.get("queue", 0.0) + run.queue_s, 3)
-            self.clock.timings["inference"] = round(run.inference_s, 3)
-            raw_output = work_dir / "generated.mp4"
+            self.clock.timings["inference"] = round(
+                self.clock.timings.get("inference", 0.0) + run.inference_s, 3
+            )
+            files = []
             with self.clock.measure("postprocess"):
-                comfy.download_output(run.output, raw_output)
-            log_event("generation_done", self.job_id, prompt_id=run.prompt_id, frames=driving.frames)
-            return raw_output
+                for number, output in enumerate(run.files or (run.output,)):
+                    suffix = "".join(Path(output.filename).suffixes[-2:]) or ".bin"
+                    local = work_dir / f"chunk-{chunk.index:04d}-out{number}{suffix}"
+                    comfy.download_output(output, local)
+                    files.append(local)
+            log_event(
+                "generation_done",
+                self.job_id,
+                prompt_id=run.prompt_id,
+                frames=chunk.frames,
+                chunk=chunk.index,
+            )
+            return _PromptOutput(files=files, report=run.report)
         finally:
+            slice_path.unlink(missing_ok=True)
             comfy.remove_inputs(inputs)
             if run is not None:
-                comfy.remove_output(run.output, self.settings.comfy_output_dir)
+                for output in run.files or (run.output,):
+                    comfy.remove_output(output, self.settings.comfy_output_dir)
+
+    def _finish_chunk(
+        self, chunk: Chunk, output: _PromptOutput, part: Path, store: ChunkStore | None
+    ) -> None:
+        """In the encode thread: the chunk's raw frames to its MP4, kept in MinIO when chunked."""
+        frames_file, motion, meta = output.files[0], output.motion, output.chunk_report()
+        try:
+            encode_frames(
+                frames_file,
+                part,
+                width=int(meta.get("width", OUTPUT_WIDTH)),
+                height=int(meta.get("height", OUTPUT_HEIGHT)),
+                frames=int(meta.get("frames", chunk.frames)),
+                fps=OUTPUT_FPS,
+            )
+            check_chunk(part, frames=chunk.frames, width=OUTPUT_WIDTH, height=OUTPUT_HEIGHT)
+            if store is not None:
+                store.save(chunk, part, motion if not chunk.last else None)
+        finally:
+            frames_file.unlink(missing_ok=True)
+        log_event("chunk_finished", self.job_id, chunk=chunk.index, chunks=chunk.count, frames=chunk.frames)
 
     def _postprocess(self, raw_output: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
         self.progress.stage("postprocess")

@@ -39,7 +39,7 @@ BEFORE_SHARE, WINDOWS_SHARE, AFTER_SHARE = 0.15, 0.80, 0.05
 # then trim and decode.
 SAMPLER_START, SAMPLER_END = 0.05, 0.90
 # Payload keys every inference update carries (null when they do not apply).
-INFERENCE_KEYS = ("message", "node", "window", "windows", "step", "steps")
+INFERENCE_KEYS = ("message", "node", "chunk", "chunks", "window", "windows", "step", "steps")
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,18 @@ class GraphWindows:
         return BEFORE_SHARE + WINDOWS_SHARE + AFTER_SHARE * min(max(into, 0.0), 1.0)
 
 
-def describe(window: int | None, windows: int | None, step: int | None, steps: int | None) -> str | None:
-    """``"window 2 of 4, step 3 of 6"``; None when there is neither."""
+def describe(
+    window: int | None,
+    windows: int | None,
+    step: int | None,
+    steps: int | None,
+    chunk: int | None = None,
+    chunks: int | None = None,
+) -> str | None:
+    """``"chunk 1 of 3, window 2 of 12, step 3 of 6"``; None when there is none of them."""
     parts = []
+    if chunk is not None and chunks is not None:
+        parts.append(f"chunk {chunk} of {chunks}")
     if window is not None and windows is not None:
         parts.append(f"window {window} of {windows}")
     if step is not None and steps is not None:
@@ -133,35 +142,62 @@ class ProgressReporter:
         self._graph: Mapping[str, Any] = {}
         self._windows: GraphWindows | None = None
         self._window_logged: int | None = None
+        self._chunk: tuple[int, int] | None = None  # (chunk, chunks) of a chunked job
+        self._window_offset = 0  # windows of the clip before this graph's first one
+        self._clip_windows: int | None = None
 
-    def set_graph(self, graph: Mapping[str, Any]) -> None:
-        """The job's graph, once built: inference updates then name its windows."""
+    def set_graph(
+        self,
+        graph: Mapping[str, Any],
+        *,
+        chunk: tuple[int, int] | None = None,
+        window_offset: int = 0,
+        clip_windows: int | None = None,
+    ) -> None:
+        """The graph being run, once built: inference updates then name its windows. For one
+        chunk of a chunked job: (chunk, chunks), the clip's windows before this graph's first
+        one and the clip's windows, so updates count in the clip, not the chunk."""
         self._graph = graph
         self._windows = GraphWindows.of(graph)
+        self._chunk = chunk
+        self._window_offset = window_offset
+        self._clip_windows = clip_windows
 
     def stage(self, stage: str, fraction: float = 0.0, **extra: Any) -> None:
         payload = {k: v for k, v in extra.items() if v is not None}
         self._offer(stage, fraction, payload)
 
     def comfy(self, progress: Progress) -> None:
-        if progress.stage == "queued":
+        if progress.stage == "queued" and (self._chunk is None or self._chunk[0] == 1):
             self.stage("queue", progress.percent / 100.0)
             return
         node = self._graph.get(progress.node or "")
         class_type = node.get("class_type") if isinstance(node, Mapping) else None
         windows = self._windows
-        if windows is None:
+        if progress.stage == "queued":  # a later chunk waiting: nothing of it has run yet
+            fraction, window, count = 0.0, None, None
+        elif windows is None:
             fraction, window, count = progress.percent / 100.0, None, None
         else:
             fraction = windows.fraction(progress, class_type)
             window = windows.window_of.get(progress.node or "")
             count = windows.windows if window is not None else None
+        if window is not None and self._chunk is not None:
+            window += self._window_offset
+            count = self._clip_windows or count
+        chunk, chunks = self._chunk if self._chunk is not None else (None, None)
+        if chunk is not None and chunks is not None:
+            fraction = (chunk - 1 + fraction) / chunks
         if window is not None and window != self._window_logged:
             self._window_logged = window
-            log_event("window_started", self.job_id, window=window, windows=count, node=progress.node)
+            log_event(
+                "window_started", self.job_id, window=window, windows=count, node=progress.node, chunk=chunk
+            )
         payload = {
-            "message": describe(window, count, progress.step, progress.steps),
+            "message": describe(window, count, progress.step, progress.steps, chunk, chunks),
             "node": progress.node_title,
+            "chunk": chunk,
+            "chunks": chunks,
             "window": window,
             "windows": count,
             "step": progress.step,

@@ -336,6 +336,28 @@ class Storage:
             raise self._storage_error(exc, f"cannot upload the output to {key!r}") from exc
         log_event("storage_uploaded", minio_key=key, bytes=size, content_type=content_type)
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (recursively), sorted."""
+        try:
+            objects = self._retrying(
+                "list",
+                prefix,
+                lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)),
+            )
+        except Exception as exc:
+            raise self._storage_error(exc, f"cannot list the objects under {prefix!r}") from exc
+        return sorted(str(obj.object_name) for obj in objects if obj.object_name)
+
+    def delete(self, keys: list[str]) -> None:
+        """Removes ``keys`` (missing ones are no error)."""
+        for key in keys:
+            try:
+                self._retrying("delete", key, lambda key=key: self.client.remove_object(self.bucket, key))
+            except Exception as exc:
+                raise self._storage_error(exc, f"cannot delete object {key!r}") from exc
+        if keys:
+            log_event("storage_deleted", objects=len(keys), first=keys[0])
+
     def presigned_get(self, key: str, expires_s: int) -> str:
         """A URL anyone can GET for ``expires_s`` seconds (never log it)."""
         if not 1 <= expires_s <= MAX_PRESIGN_S:

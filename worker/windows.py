@@ -32,6 +32,18 @@ The windows condition on ``covered_frames`` driving frames, more than N when the
 runs past the end. ``"pad": {"node": ..., "input": ...}`` names the input set to that count:
 the driving frames are reflect-padded to it before pose, face, mask and background are made,
 as the official pipeline pads its conditioning, so no window sees invented conditioning.
+
+Chunks (``worker.chunks``): ``chunk_windows`` windows per ComfyUI prompt, and ``handoff``::
+
+    "chunk_windows": 4,
+    "handoff": {"save": {"node": "53", "input": "motion"}, "load": {"node": "16", "input": "file"}}
+
+``expand_windows(..., chunk=...)`` builds one chunk's graph: the windows of that chunk only; the
+save node's ``motion`` input gets the chunk's last window's decode when a chunk follows (its last
+``motion_frames`` frames are saved for it), and a chunk that continues starts with an extension
+window whose ``continue_motion`` is the load node (the previous chunk's frames) and whose
+``video_frame_offset`` is ``motion_frames`` (the slice starts with those frames); window 1's own
+nodes are dropped. The load node (``class_type``, ``input``, ``title``) is added only there.
 """
 
 from __future__ import annotations
@@ -77,6 +89,13 @@ class WindowSpec:
     collect_prefix: str
     pad_node: str | None = None  # the reflect-pad of the driving frames, set to covered_frames
     pad_input: str | None = None
+    chunk_windows: int = 0  # windows per prompt (0: the whole clip in one prompt)
+    save_node: str | None = None  # the output node, with the input that saves the next chunk's frames
+    save_input: str | None = None
+    load_node: str | None = None  # the node that loads the previous chunk's frames (added)
+    load_input: str | None = None
+    load_class: str | None = None
+    load_title: str = ""
 
     @property
     def step(self) -> int:
@@ -87,6 +106,7 @@ class WindowSpec:
         try:
             first, extension, collect = raw["first"], raw["extension"], raw["collect"]
             pad = raw.get("pad")
+            handoff = raw.get("handoff")
             spec = cls(
                 window_frames=int(raw.get("window_frames", 77)),
                 motion_frames=int(raw.get("motion_frames", 5)),
@@ -102,6 +122,13 @@ class WindowSpec:
                 collect_prefix=str(collect["input_prefix"]),
                 pad_node=str(pad["node"]) if pad is not None else None,
                 pad_input=str(pad["input"]) if pad is not None else None,
+                chunk_windows=int(raw.get("chunk_windows", 0)),
+                save_node=str(handoff["save"]["node"]) if handoff is not None else None,
+                save_input=str(handoff["save"]["input"]) if handoff is not None else None,
+                load_node=str(handoff["load"]["node"]) if handoff is not None else None,
+                load_input=str(handoff["load"]["input"]) if handoff is not None else None,
+                load_class=str(handoff["load"]["class_type"]) if handoff is not None else None,
+                load_title=str(handoff["load"].get("title", "")) if handoff is not None else "",
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _invalid(f"bindings 'windows' section is malformed: {exc!r}") from exc
@@ -115,6 +142,10 @@ class WindowSpec:
             raise _invalid("windows.motion_frames must be between 1 and window_frames - 1")
         if spec.max_windows < 1:
             raise _invalid("windows.max_windows must be at least 1")
+        if spec.chunk_windows < 0:
+            raise _invalid("windows.chunk_windows must be 0 (no chunks) or more")
+        if spec.chunk_windows and spec.save_node is None:
+            raise _invalid("windows.chunk_windows needs windows.handoff (how chunks pass frames on)")
         return spec
 
 
@@ -146,7 +177,19 @@ def plan_windows(
     return plan
 
 
-def covered_frames(plan: list[Window]) -> int:
+def reflect_indices(frames: int, length: int) -> list[int]:
+    """The source frame of each of ``length`` frames padded by reflection: 0..n-1, then back and
+    forth without repeating a frame at a turn, as the official pipeline's ``inputs_padding`` (and
+    this repository's ``ImageBatchReflectPad`` node, which the tests hold to the same sequence)."""
+    if frames < 1 or length < 1:
+        raise ValueError(f"need at least one frame and a length of at least 1, not {frames}, {length}")
+    if frames == 1:
+        return [0] * length
+    period = 2 * (frames - 1)
+    return [i % period if i % period < frames else period - i % period for i in range(length)]
+
+
+def covered_frames(plan: list[Window] | tuple[Window, ...]) -> int:
     """Driving frames the windows condition on: the last window may run past the video's end,
     so the conditioning is reflect-padded to this many frames (``windows.pad``)."""
     return max(window.start + window.length for window in plan)
@@ -175,6 +218,10 @@ def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
             raise _invalid(f"windows.extension names node {node_id}, which is not in the graph")
     if spec.pad_node is not None and spec.pad_input not in graph.get(spec.pad_node, {}).get("inputs", {}):
         raise _invalid(f"windows.pad names {spec.pad_node}.{spec.pad_input}, which is not in the graph")
+    if spec.save_node is not None and spec.save_node not in graph:
+        raise _invalid(f"windows.handoff.save names node {spec.save_node}, which is not in the graph")
+    if spec.load_node is not None and spec.load_node in graph:
+        raise _invalid(f"windows.handoff.load adds node {spec.load_node}, an id the graph already uses")
     extension = set(spec.extension_nodes)
     for role in (spec.extension_animate, spec.extension_images, *spec.previous.values()):
         if role not in extension:
@@ -208,69 +255,129 @@ def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
     return spec
 
 
-def expand_windows(graph: dict[str, Any], raw_spec: Mapping[str, Any], *, frames: int) -> dict[str, Any]:
-    """The graph for ``frames`` driving frames: one window per 72 frames after the first 77."""
+def expand_windows(
+    graph: dict[str, Any],
+    raw_spec: Mapping[str, Any],
+    *,
+    frames: int,
+    chunk: Any = None,
+    motion_file: str | None = None,
+) -> dict[str, Any]:
+    """The graph for ``frames`` driving frames: one window per 72 frames after the first 77.
+
+    With ``chunk`` (a ``worker.chunks.Chunk`` of this clip), the graph of that chunk only; one
+    that continues loads the previous chunk's frames from ``motion_file``."""
     spec = check_spec(graph, raw_spec)
     if frames < 1:
         raise WorkerError(
             ErrorCode.INVALID_INPUT, f"the driving video has {frames} frames; at least 1 is needed"
         )
-    plan = plan_windows(
+    full_plan = plan_windows(
         frames,
         window_frames=spec.window_frames,
         motion_frames=spec.motion_frames,
         last_window=spec.last_window,
     )
-    if len(plan) > spec.max_windows:
+    if len(full_plan) > spec.max_windows:
         longest = spec.window_frames + spec.step * (spec.max_windows - 1)
         raise WorkerError(
             ErrorCode.INPUT_TOO_LARGE,
-            f"a driving video of {frames} frames needs {len(plan)} windows; this workflow joins at most "
-            f"{spec.max_windows} ({longest} frames). Use a shorter video.",
-            details={"frames": frames, "windows": len(plan), "max_frames": longest},
+            f"a driving video of {frames} frames needs {len(full_plan)} windows; this workflow joins at "
+            f"most {spec.max_windows} ({longest} frames). Use a shorter video.",
+            details={"frames": frames, "windows": len(full_plan), "max_frames": longest},
         )
+    plan = list(chunk.windows) if chunk is not None else full_plan
+    continues = chunk is not None and chunk.continues
+    follows = chunk is not None and not chunk.last
+    if continues and (spec.load_node is None or not motion_file):
+        raise _invalid("a chunk that continues needs windows.handoff.load and the previous chunk's frames")
     out = copy.deepcopy(graph)
     if spec.pad_node is not None and spec.pad_input is not None:
-        out[spec.pad_node]["inputs"][spec.pad_input] = covered_frames(plan)
+        padded = chunk.slice_frames if chunk is not None else covered_frames(plan)
+        out[spec.pad_node]["inputs"][spec.pad_input] = padded
     collect = out[spec.collect_node]["inputs"]
     for name in [k for k in collect if k.startswith(spec.collect_prefix)]:
         del collect[name]
 
-    window_ids: list[dict[str, str]] = [{}]  # per window: extension id -> id in this window
-    for window in plan[1:]:
-        if window.index == 2:
-            ids = {node_id: node_id for node_id in spec.extension_nodes}
-        else:
-            ids = {node_id: f"{window.index}{int(node_id):03d}" for node_id in spec.extension_nodes}
-            previous_ids = window_ids[-1]
-            for template_id, new_id in ids.items():
-                if new_id in out:
-                    raise _invalid(f"window {window.index}: node id {new_id} is already taken")
-                node = copy.deepcopy(graph[template_id])
-                for name, value in node["inputs"].items():
-                    if not is_link(value):
-                        continue
-                    if value[0] in ids:
-                        node["inputs"][name] = [ids[value[0]], value[1]]
-                    elif value[0] in spec.previous:
-                        node["inputs"][name] = [previous_ids[spec.previous[value[0]]], value[1]]
-                out[new_id] = node
+    # Per window: extension id -> its id in this window ({} for window 1 of a graph that starts
+    # the clip). A continuing chunk's window 1 is an extension window.
+    window_ids: list[dict[str, str]] = []
+    for position in range(1, len(plan) + 1):
+        if position == 1 and not continues:
+            window_ids.append({})
+            continue
+        if position == 1 or (position == 2 and not continues):
+            window_ids.append({node_id: node_id for node_id in spec.extension_nodes})
+            if position == 1:
+                _continue_from_file(out, spec, motion_file or "")
+            continue
+        ids = {node_id: f"{position}{int(node_id):03d}" for node_id in spec.extension_nodes}
+        previous_ids = window_ids[-1]
+        for template_id, new_id in ids.items():
+            if new_id in out:
+                raise _invalid(f"window {position}: node id {new_id} is already taken")
+            node = copy.deepcopy(graph[template_id])
+            for name, value in node["inputs"].items():
+                if not is_link(value):
+                    continue
+                if value[0] in ids:
+                    node["inputs"][name] = [ids[value[0]], value[1]]
+                elif value[0] in spec.previous:
+                    node["inputs"][name] = [previous_ids[spec.previous[value[0]]], value[1]]
+            out[new_id] = node
         window_ids.append(ids)
 
-    for window, ids in zip(plan, window_ids, strict=True):
-        animate = spec.first_animate if window.index == 1 else ids[spec.extension_animate]
-        images = spec.first_images if window.index == 1 else ids[spec.extension_images]
+    for position, (window, ids) in enumerate(zip(plan, window_ids, strict=True), start=1):
+        animate = ids[spec.extension_animate] if ids else spec.first_animate
+        images = ids[spec.extension_images] if ids else spec.first_images
         out[animate]["inputs"]["length"] = window.length
-        collect[f"{spec.collect_prefix}{window.index - 1}"] = [images, 0]
+        collect[f"{spec.collect_prefix}{position - 1}"] = [images, 0]
+        number = (chunk.first_window if continues else 1) + position - 1
         for node_id in ids.values():
             meta = out[node_id].get("_meta")
             if meta and TITLE_PLACEHOLDER in meta.get("title", ""):
-                meta["title"] = meta["title"].replace(TITLE_PLACEHOLDER, str(window.index))
+                meta["title"] = meta["title"].replace(TITLE_PLACEHOLDER, str(number))
 
-    if len(plan) == 1:
+    if spec.save_node is not None and spec.save_input is not None:
+        inputs = out[spec.save_node]["inputs"]
+        inputs.pop(spec.save_input, None)
+        if follows:
+            last_ids = window_ids[-1]
+            decode = last_ids[spec.previous[spec.first_images]] if last_ids else spec.first_images
+            inputs[spec.save_input] = [decode, 0]
+    if continues:
+        for node_id in _window_one_chain(graph, spec):
+            del out[node_id]
+    if len(plan) == 1 and not continues:
         for node_id in spec.extension_nodes:
             del out[node_id]
     return out
+
+
+def _continue_from_file(out: dict[str, Any], spec: WindowSpec, motion_file: str) -> None:
+    """The template extension window, continued from the load node instead of window 1: its
+    continue_motion reads the previous chunk's frames, its video_frame_offset is motion_frames
+    (the core node subtracts the continuation frames, so the window starts at slice frame 0)."""
+    assert spec.load_node is not None and spec.load_input is not None and spec.load_class is not None
+    out[spec.load_node] = {
+        "class_type": spec.load_class,
+        "inputs": {spec.load_input: motion_file},
+        "_meta": {"title": spec.load_title},
+    }
+    for node_id in spec.extension_nodes:
+        inputs = out[node_id]["inputs"]
+        for name, value in list(inputs.items()):
+            if not is_link(value) or value[0] not in spec.previous:
+                continue
+            if value[0] == spec.first_images:
+                inputs[name] = [spec.load_node, 0]
+            elif value[0] == spec.first_animate:
+                inputs[name] = spec.motion_frames
+            else:
+                raise _invalid(
+                    f"node {node_id}.{name} continues from window-1 node {value[0]}, which a chunk "
+                    "cannot take from the previous chunk (only its frames and offset cross prompts)"
+                )
 
 
 def _window_one_chain(graph: Mapping[str, Any], spec: WindowSpec) -> set[str]:

@@ -8,7 +8,13 @@ job parameter to the node inputs it sets and names the one output node::
      "defaults": {"seed": 42, "prompt": "...", "negative_prompt": "..."},
      "output": {"node": "7"},
      "settings": {"steps": {"value": 6, "env": "WAN_STEPS", "targets": [{"node": "31", "input": "steps"}]}},
-     "windows": {...}}            # optional: per-length expansion, see worker.windows
+     "windows": {...},            # optional: per-length expansion, see worker.windows
+     "chunks": {"frames": 48}}    # optional, workflows without windows: frames per prompt
+
+``output.kind`` says what the output node writes: ``"video"`` (an MP4, e.g. core SaveVideo; the
+default) or ``"frames"`` (``WanWorkerSaveChunk``'s raw frames, which the worker encodes). A job
+is run as chunks (``worker.chunks``: one prompt per ``windows.chunk_windows`` windows, or per
+``chunks.frames`` frames) only with ``"frames"``.
 
 ``settings`` are deployment-level values (not job parameters): set into the graph at load,
 each overridable by the environment variable it names (the value is parsed as the type of
@@ -34,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.chunks import Chunk, plan_frame_chunks, plan_window_chunks
 from worker.errors import ErrorCode, WorkerError
-from worker.windows import check_spec, expand_windows
+from worker.windows import Window, WindowSpec, check_spec, expand_windows, plan_windows
 
 PARAMETERS = (
     "image",
@@ -49,6 +56,7 @@ PARAMETERS = (
     "frames",
     "filename_prefix",
 )
+OUTPUT_KINDS = ("video", "frames")
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class Workflow:
     defaults: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    output_kind: str = "video"
+    chunk_frames: int = 0  # workflows without windows: frames per prompt (0: one prompt)
 
     @classmethod
     def load(cls, path: Path, *, env: Mapping[str, str] | None = None) -> Workflow:
@@ -113,6 +123,8 @@ class Workflow:
             defaults=dict(spec.get("defaults", {})),
             windows=spec.get("windows"),
             settings=settings,
+            output_kind=str(spec.get("output", {}).get("kind", "video")),
+            chunk_frames=_chunk_frames(spec.get("chunks")),
         )
         workflow._check()
         return workflow
@@ -140,8 +152,16 @@ class Workflow:
         for required in ("image", "driving_video", "frames", "filename_prefix"):
             if not self.bindings.get(required):
                 raise _invalid(f"{self.path.name}: parameter {required!r} is bound to no node")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise _invalid(f"output.kind must be one of {OUTPUT_KINDS}, not {self.output_kind!r}")
         if self.windows is not None:
-            check_spec(self.graph, self.windows)
+            spec = check_spec(self.graph, self.windows)
+            if spec.chunk_windows and self.output_kind != "frames":
+                raise _invalid(
+                    "windows.chunk_windows needs output.kind 'frames' (chunks are encoded by the worker)"
+                )
+        if self.chunk_frames and (self.windows is not None or self.output_kind != "frames"):
+            raise _invalid("chunks.frames is for workflows without windows whose output.kind is 'frames'")
 
     def example_params(
         self, frames: int, *, seed: int | None = None, filename_prefix: str = "wan-worker/example"
@@ -158,16 +178,76 @@ class Workflow:
             negative_prompt=str(self.defaults.get("negative_prompt", "")),
         )
 
-    def build(self, params: WorkflowParams) -> dict[str, Any]:
-        """The API graph for one job: bound values set, then expanded for its length."""
+    def chunks(self, frames: int, *, chunk_windows: int | None = None) -> list[Chunk]:
+        """The chunks a clip of ``frames`` frames is generated in (one when not chunked).
+        ``chunk_windows`` overrides ``windows.chunk_windows`` (0: the whole clip in one prompt)."""
+        if self.windows is not None:
+            spec = WindowSpec.parse(self.windows)
+            per_chunk = spec.chunk_windows if chunk_windows is None else chunk_windows
+            windows = len(self.window_plan(frames))
+            if self.output_kind != "frames" or per_chunk <= 0:
+                per_chunk = windows
+            return plan_window_chunks(
+                frames,
+                chunk_windows=per_chunk,
+                window_frames=spec.window_frames,
+                motion_frames=spec.motion_frames,
+                last_window=spec.last_window,
+            )
+        return plan_frame_chunks(frames, chunk_frames=self.chunk_frames or frames)
+
+    def window_plan(self, frames: int) -> list[Window]:
+        """The clip's windows (``worker.windows.plan_windows``); [] without windows."""
+        if self.windows is None:
+            return []
+        spec = WindowSpec.parse(self.windows)
+        return plan_windows(
+            frames,
+            window_frames=spec.window_frames,
+            motion_frames=spec.motion_frames,
+            last_window=spec.last_window,
+        )
+
+    def build(
+        self,
+        params: WorkflowParams,
+        *,
+        chunk: Chunk | None = None,
+        clip_frames: int | None = None,
+        motion_file: str | None = None,
+    ) -> dict[str, Any]:
+        """The API graph for one job: bound values set, then expanded for its length. For one
+        ``chunk`` of a chunked clip of ``clip_frames`` frames, ``params.frames`` is what the
+        chunk adds and ``motion_file`` the previous chunk's frames (when it continues)."""
         graph = copy.deepcopy(self.graph)
         for name, targets in self.bindings.items():
             value = params.value(name)
             for target in targets:
                 graph[target.node]["inputs"][target.input] = value
         if self.windows is not None:
-            graph = expand_windows(graph, self.windows, frames=params.frames)
+            if chunk is not None and chunk.count > 1:
+                graph = expand_windows(
+                    graph,
+                    self.windows,
+                    frames=clip_frames or params.frames,
+                    chunk=chunk,
+                    motion_file=motion_file,
+                )
+            else:
+                graph = expand_windows(graph, self.windows, frames=params.frames)
         return graph
+
+
+def _chunk_frames(raw: Any) -> int:
+    if raw is None:
+        return 0
+    try:
+        frames = int(raw["frames"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise _invalid("bindings 'chunks' must be {\"frames\": N}") from exc
+    if frames < 1:
+        raise _invalid("chunks.frames must be at least 1")
+    return frames
 
 
 def _parse_bindings(spec: dict[str, Any]) -> dict[str, tuple[Binding, ...]]:
