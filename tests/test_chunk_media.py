@@ -104,3 +104,34 @@ def test_check_chunk_names_what_differs(conformed):
 def _mean_abs(a: bytes, b: bytes) -> float:
     step = 97  # a sparse sample is enough to tell neighbouring test-card frames apart
     return sum(abs(x - y) for x, y in zip(a[::step], b[::step], strict=True)) / len(a[::step])
+
+
+def test_the_workers_encode_keeps_colours_as_saved(tmp_path):
+    """As SaveVideo did for the pinned graph: RGB to BT.709 limited range, tagged BT.709; decoded by
+    its tags, a flat patch comes back within 2 levels (an untagged or BT.601 encode of this green
+    comes back ~10 levels off)."""
+    patches = [(32, 192, 64), (200, 40, 40), (40, 40, 200), (128, 128, 128), (16, 16, 16), (235, 235, 235)]
+    frame = bytearray()
+    band = W // len(patches)
+    for _row in range(H):
+        for x in range(W):
+            frame += bytes(patches[min(x // band, len(patches) - 1)])
+    raw = tmp_path / "flat.rgb"
+    raw.write_bytes(bytes(frame) * 2)
+    out = tmp_path / "flat.mp4"
+    encode_frames(raw, out, width=W, height=H, frames=2, fps=FPS)
+    entries = "stream=color_space,color_primaries,color_transfer,color_range"
+    facts = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", entries, "-of", "default=nw=1", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(facts) == sorted(
+        ["color_range=tv", "color_space=bt709", "color_transfer=bt709", "color_primaries=bt709"]
+    )
+    decoded = decode(out)[0]
+    for number, colour in enumerate(patches):
+        x, y = number * band + band // 2, H // 2
+        pixel = decoded[(y * W + x) * 3 : (y * W + x) * 3 + 3]
+        assert max(abs(a - b) for a, b in zip(pixel, colour, strict=True)) <= 2, (colour, tuple(pixel))

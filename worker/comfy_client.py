@@ -491,14 +491,32 @@ class ComfyClient:
                 raise
         return written
 
-    def remove_output(self, output: OutputFile, output_dir: Path | None) -> None:
-        """Delete the generated file from ComfyUI's output folder (COMFY_OUTPUT_DIR), if known."""
+    def take_output(self, output: OutputFile, dest: Path, output_dir: Path | None) -> None:
+        """The output file moved to ``dest`` when ComfyUI's output folder is shared (COMFY_OUTPUT_DIR:
+        a chunk's raw frames are ~2.8 MB a frame), downloaded from ``/view`` otherwise."""
+        path = self._output_path(output, output_dir)
+        if path is not None and path.is_file():
+            try:
+                shutil.move(path, dest)
+                return
+            except OSError as exc:
+                log_event("comfy_output_not_moved", level="warning", name=output.filename, error=str(exc))
+        self.download_output(output, dest)
+
+    def _output_path(self, output: OutputFile, output_dir: Path | None) -> Path | None:
         if output_dir is None or output.type != "output":
-            return
+            return None
         root = output_dir.resolve()
         path = (root / output.subfolder / output.filename).resolve()
         if not path.is_relative_to(root):
-            log_event("comfy_output_not_removed", level="warning", reason="outside the output folder")
+            log_event("comfy_output_outside_folder", level="warning", name=output.filename)
+            return None
+        return path
+
+    def remove_output(self, output: OutputFile, output_dir: Path | None) -> None:
+        """Delete the generated file from ComfyUI's output folder (COMFY_OUTPUT_DIR), if known."""
+        path = self._output_path(output, output_dir)
+        if path is None:
             return
         try:
             path.unlink(missing_ok=True)

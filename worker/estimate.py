@@ -16,10 +16,18 @@ Figures ([M] measured, [A] assumed; see bench/README.md "Measured: one H100"):
 * per window, outside the sampler: conditioning 6.7 s + decode 4.4 s [M], in proportion to frames;
 * per padded driving frame: pose/face detection, SAM2 and the masks, ``preprocess_frame_s``
   (0.15 s [A]: not measured on a GPU yet, ``bench/gpu/run_device_packs.sh`` will);
-* per output frame: decoding the driving video (2.5 s / 240 frames) and SaveVideo's CPU encode
-  (16.5 s / 240 frames at CRF 23 [M]; CRF 17 is ~15 % slower [A]);
+* per driving frame a prompt loads (its slice: a chunk's, or the clip's): decoding it (2.5 s /
+  240 frames [M]);
+* the H.264 encode of the output frames (SaveVideo's 16.5 s / 240 frames at CRF 23 on the H100
+  host [M]; CRF 17 is ~15 % slower [A]): now the worker's, overlapping the next chunk's prompt, so
+  only the last chunk's encode is on the job's path (``encode_frame_s``);
 * per job: text + CLIP-vision encode 3.3 s and the first sampler step's weight upload 2.4 s [M],
   model loads from disk 30 s [A] (measured from /dev/shm only);
+* per chunk after the first (``worker.chunks``): 5 s [A] for what a new prompt does again (SAM2
+  loaded to the GPU and released, the ONNX sessions re-created, the continuation frames loaded)
+  and 2 s [A] of the worker's own (inputs in place, the raw frames moved out); the frames a chunk
+  re-generates from the one before are in the windows' cost already, and each chunk's slice is
+  preprocessed, so the 5 frames of each join are preprocessed twice;
 * the worker's own stages (download, conform, finalize, upload): 1 s + 0.05 s per frame [A], about
   twice what ``make bench`` measured on 2 idle cores, for the colour conversion and a busy host.
 
@@ -33,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from worker.windows import Window, covered_frames
+from worker.chunks import Chunk
 
 FULL_WINDOW_FRAMES = 77
 ATTENTION_SHARE = 0.71  # of a sampler step at 75,600 tokens (issue 14's profile of the pinned graph)
@@ -45,8 +53,10 @@ class GpuFigures:
     sampler_step_s: float  # one step of a 77-frame 1280x720 window
     window_other_s: float  # conditioning + decode of a 77-frame window
     preprocess_frame_s: float  # pose/face + SAM2 + masks, per padded driving frame
-    frame_s: float  # driving decode + output encode, per output frame
+    decode_frame_s: float  # the driving frames a prompt loads, per frame
+    encode_frame_s: float  # H.264 encode of the output, per frame (the last chunk's is on the path)
     job_fixed_s: float  # text/CLIP encode, first-step upload, model loads
+    chunk_fixed_s: float  # what each chunk's prompt after the first does again
     measured: bool  # False: another GPU's figures stand in
 
 
@@ -55,13 +65,16 @@ H100 = GpuFigures(
     sampler_step_s=12.03,
     window_other_s=6.7 + 4.4,
     preprocess_frame_s=0.15,
-    frame_s=(2.5 + 16.5 * 1.15) / 240,
+    decode_frame_s=2.5 / 240,
+    encode_frame_s=16.5 * 1.15 / 240,
     job_fixed_s=3.3 + 2.4 + 30.0,
+    chunk_fixed_s=5.0,
     measured=True,
 )
 KNOWN_GPUS = {"H100": H100}
 WORKER_FIXED_S = 1.0
 WORKER_FRAME_S = 0.05
+WORKER_CHUNK_S = 2.0
 
 
 def figures_for(device_name: str | None) -> GpuFigures:
@@ -82,6 +95,7 @@ class Estimate:
     windows: int
     frames: int
     gpu: str
+    chunks: int = 1
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {
@@ -89,6 +103,7 @@ class Estimate:
             "gpu": round(self.gpu_s, 1),
             "worker": round(self.worker_s, 1),
             "windows": self.windows,
+            "chunks": self.chunks,
             "frames": self.frames,
             "gpu_figures": self.gpu,
         }
@@ -98,17 +113,22 @@ class Estimate:
 class TimeModel:
     figures: GpuFigures
     steps: int
-    plan: Callable[[int], list[Window]] | None  # the workflow's window plan; None: no windows
+    chunks: Callable[[int], list[Chunk]] | None  # the workflow's chunk plan; None: no windows
 
     def estimate(self, frames: int) -> Estimate:
         worker_s = WORKER_FIXED_S + WORKER_FRAME_S * frames
-        if self.plan is None:
+        if self.chunks is None:
             return Estimate(worker_s, 0.0, worker_s, 0, frames, self.figures.name)
-        plan = self.plan(frames)
+        chunks = self.chunks(frames)
         f = self.figures
-        gpu_s = f.job_fixed_s + f.frame_s * frames + f.preprocess_frame_s * covered_frames(plan)
-        gpu_s += sum(self.window_s(window.length) for window in plan)
-        return Estimate(gpu_s + worker_s, gpu_s, worker_s, len(plan), frames, f.name)
+        loaded = sum(chunk.slice_frames for chunk in chunks)
+        gpu_s = f.job_fixed_s + (f.decode_frame_s + f.preprocess_frame_s) * loaded
+        gpu_s += f.chunk_fixed_s * (len(chunks) - 1)
+        gpu_s += sum(self.window_s(window.length) for chunk in chunks for window in chunk.windows)
+        # Each chunk's encode overlaps the next chunk's prompt: only the last one's is on the path.
+        worker_s += WORKER_CHUNK_S * (len(chunks) - 1) + f.encode_frame_s * chunks[-1].frames
+        windows = sum(len(chunk.windows) for chunk in chunks)
+        return Estimate(gpu_s + worker_s, gpu_s, worker_s, windows, frames, f.name, len(chunks))
 
     def window_s(self, length: int) -> float:
         """GPU seconds of one window of ``length`` frames (77 = the measured one)."""

@@ -45,7 +45,6 @@ from worker.progress import ProgressReporter, ProgressSink
 from worker.request import JobRequest, output_key, parse_request, sanitize_id
 from worker.storage import Storage
 from worker.urlfetch import fetch_url
-from worker.windows import Window, WindowSpec, plan_windows
 from worker.workflow import Workflow, WorkflowParams
 
 OUTPUT_WIDTH, OUTPUT_HEIGHT, OUTPUT_FPS = 1280, 720, 24
@@ -187,19 +186,13 @@ class JobRunner:
             "preprocess_frame_s": self.settings.estimate_preprocess_frame_s,
         }
         figures = replace(figures, **{k: v for k, v in overrides.items() if v is not None})
-        plan = None
+        chunks = None
         if self.workflow.windows is not None:
-            spec = WindowSpec.parse(self.workflow.windows)
 
-            def plan(frames: int) -> list[Window]:
-                return plan_windows(
-                    frames,
-                    window_frames=spec.window_frames,
-                    motion_frames=spec.motion_frames,
-                    last_window=spec.last_window,
-                )
+            def chunks(frames: int) -> list[Chunk]:
+                return self.workflow.chunks(frames, chunk_windows=self.settings.chunk_windows)
 
-        model = TimeModel(figures=figures, steps=int(self.workflow.settings.get("steps", 6)), plan=plan)
+        model = TimeModel(figures=figures, steps=int(self.workflow.settings.get("steps", 6)), chunks=chunks)
         longest = model.longest_fitting(self.settings.job_timeout_s)
         log_event(
             "time_model",
@@ -452,7 +445,7 @@ class _Job:
         chunks = runner.workflow.chunks(driving.frames, chunk_windows=self.settings.chunk_windows)
         generated = work_dir / "generated.mp4"
         if len(chunks) == 1 and runner.workflow.output_kind == "video":
-            output = self._run_prompt(request, avatar_path, driving, seed, chunks[0], None, work_dir)
+            output = self._run_prompt(request, avatar_path, driving.path, seed, chunks[0], None, driving)
             output.files[0].replace(generated)
             return generated
         store = None
@@ -472,23 +465,36 @@ class _Job:
         if done and store is not None:
             motion = work_dir / f"chunk-{done:04d}.motion.safetensors"
             store.fetch_motion(chunks[done - 1], motion)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-encode") as encoder:
-            pending: Future[None] | None = None
+        todo = chunks[done:]
+        # One thread does the chunks' media work while ComfyUI runs a chunk: the next chunk's
+        # driving slice, then the previous chunk's encode and its upload to MinIO.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-media") as media:
+            slices: dict[int, Future[Path]] = {}
+            finishing: Future[None] | None = None
             try:
-                for chunk in chunks[done:]:
-                    output = self._run_prompt(request, avatar_path, driving, seed, chunk, motion, work_dir)
-                    if pending is not None:
-                        pending.result()  # one encode at a time; its failure stops the job here
+                for position, chunk in enumerate(todo):
+                    for ahead in todo[position : position + 2]:
+                        if store is not None and ahead.index not in slices:
+                            slices[ahead.index] = media.submit(self._cut_slice, ahead, driving, work_dir)
+                    driving_input = slices.pop(chunk.index).result() if store is not None else driving.path
+                    output = self._run_prompt(
+                        request, avatar_path, driving_input, seed, chunk, motion, driving
+                    )
+                    if store is not None:
+                        driving_input.unlink(missing_ok=True)
+                    if finishing is not None:
+                        finishing.result()  # one chunk's media at a time; a failure stops the job here
                     if motion is not None:
                         motion.unlink()  # this chunk's prompt used it; the previous chunk's finish kept it
                     motion = output.motion
-                    pending = encoder.submit(self._finish_chunk, chunk, output, parts[chunk.index - 1], store)
-                if pending is not None:
+                    finishing = media.submit(self._finish_chunk, chunk, output, parts[chunk.index - 1], store)
+                if finishing is not None:
                     with self.clock.measure("postprocess"):
-                        pending.result()
+                        finishing.result()
             except BaseException:
-                if pending is not None:
-                    pending.cancel()
+                for future in [finishing, *slices.values()]:
+                    if future is not None:
+                        future.cancel()
                 raise
         with self.clock.measure("postprocess"):
             join_chunks(parts, generated, fps=OUTPUT_FPS)
@@ -509,15 +515,29 @@ class _Job:
             log_event("job_resumed", self.job_id, from_chunk=done + 1, chunks=len(chunks))
         return done
 
+    def _cut_slice(self, chunk: Chunk, driving: DrivingVideo, work_dir: Path) -> Path:
+        """A chunk's driving frames (in the media thread, while ComfyUI runs the chunk before)."""
+        path = work_dir / f"driving-{chunk.index:04d}.mp4"
+        cut_slice(
+            driving.path,
+            path,
+            start=chunk.start,
+            real_frames=chunk.real_frames,
+            reflected=chunk.reflected,
+            total_frames=driving.frames,
+            fps=OUTPUT_FPS,
+        )
+        return path
+
     def _run_prompt(
         self,
         request: JobRequest,
         avatar_path: Path,
-        driving: DrivingVideo,
+        driving_input: Path,
         seed: int,
         chunk: Chunk,
         motion: Path | None,
-        work_dir: Path,
+        driving: DrivingVideo,
     ) -> _PromptOutput:
         """One prompt (the whole clip, or one chunk): its files, downloaded; ComfyUI's copies removed."""
         comfy = self.runner.comfy
@@ -528,27 +548,13 @@ class _Job:
         attempt = f"{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
         inputs: list[str] = []
         run = None
-        slice_path = work_dir / f"driving-{chunk.index:04d}.mp4"
+        work_dir = driving.path.parent
         if chunk.index == 1:
             self.progress.stage("queue")
         try:
             with self.clock.measure("queue"):
-                if chunked:
-                    cut_slice(
-                        driving.path,
-                        slice_path,
-                        start=chunk.start,
-                        real_frames=chunk.real_frames,
-                        reflected=chunk.reflected,
-                        total_frames=driving.frames,
-                        fps=OUTPUT_FPS,
-                    )
                 inputs.append(comfy.put_input(avatar_path, f"wan-worker/{attempt}/avatar.png"))
-                inputs.append(
-                    comfy.put_input(
-                        slice_path if chunked else driving.path, f"wan-worker/{attempt}/driving.mp4"
-                    )
-                )
+                inputs.append(comfy.put_input(driving_input, f"wan-worker/{attempt}/driving.mp4"))
                 motion_name = None
                 if chunk.continues:
                     assert motion is not None
@@ -604,7 +610,7 @@ class _Job:
                 for number, output in enumerate(run.files or (run.output,)):
                     suffix = "".join(Path(output.filename).suffixes[-2:]) or ".bin"
                     local = work_dir / f"chunk-{chunk.index:04d}-out{number}{suffix}"
-                    comfy.download_output(output, local)
+                    comfy.take_output(output, local, self.settings.comfy_output_dir)
                     files.append(local)
             log_event(
                 "generation_done",
@@ -615,7 +621,6 @@ class _Job:
             )
             return _PromptOutput(files=files, report=run.report)
         finally:
-            slice_path.unlink(missing_ok=True)
             comfy.remove_inputs(inputs)
             if run is not None:
                 for output in run.files or (run.output,):
