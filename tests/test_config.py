@@ -69,3 +69,17 @@ def test_endpoint_url_is_reduced_to_host_port(tmp_path: Path) -> None:
     settings = Settings.from_env(env)
     assert settings.minio_endpoint == "minio.example.com:9000"
     assert settings.comfy_input_dir == tmp_path
+
+
+def test_chunk_settings() -> None:
+    settings = Settings.from_env(REQUIRED)
+    assert (settings.chunk_windows, settings.scratch_prefix) == (None, "wan-worker-scratch")
+    assert Settings.from_env({**REQUIRED, "CHUNK_WINDOWS": "0"}).chunk_windows == 0
+    for prefixes in (("outputs", "outputs"), ("outputs", "outputs/scratch"), ("out/put", "out")):
+        with pytest.raises(WorkerError) as caught:
+            Settings.from_env({**REQUIRED, "OUTPUT_PREFIX": prefixes[0], "SCRATCH_PREFIX": prefixes[1]})
+        assert "overlaps OUTPUT_PREFIX" in caught.value.message
+    beside = Settings.from_env({**REQUIRED, "SCRATCH_PREFIX": "outputs-scratch"})
+    assert beside.scratch_prefix == "outputs-scratch"  # a sibling folder, not inside outputs/
+    with pytest.raises(WorkerError, match="CHUNK_WINDOWS='-1': must be between 0 and 1000"):
+        Settings.from_env({**REQUIRED, "CHUNK_WINDOWS": "-1"})

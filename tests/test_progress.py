@@ -258,3 +258,36 @@ def test_a_failing_sink_does_not_fail_the_job() -> None:
     reporter.stage("download")
     reporter.stage("prepare")
     assert [c["stage"] for c in calls] == ["download", "prepare"]
+
+
+def test_a_chunk_counts_its_windows_in_the_clip_and_percent_spans_all_chunks() -> None:
+    workflow = Workflow.load(DEFAULT_WORKFLOW, env={})
+    chunks = workflow.chunks(721)  # 10 windows in chunks of 4, 4 and 2
+    recorder = Recorder()
+    reporter = ProgressReporter(recorder, "job-c", 0.0)
+    for chunk in chunks:
+        graph = workflow.build(
+            workflow.example_params(chunk.frames),
+            chunk=chunk,
+            clip_frames=721,
+            motion_file="m.safetensors" if chunk.continues else None,
+        )
+        reporter.set_graph(
+            graph, chunk=(chunk.index, chunk.count), window_offset=chunk.first_window - 1, clip_windows=10
+        )
+        if chunk.index > 1:  # a later chunk waiting in ComfyUI's queue stays in the inference stage
+            reporter.comfy(Progress("queued", 0.0, None, None, None, None))
+        windows = GraphWindows.of(graph)
+        first_sampler = next(
+            n for n, node in graph.items() if node["class_type"] == "KSampler" and windows.window_of[n] == 1
+        )
+        reporter.comfy(sampling(first_sampler, 2, 6, graph[first_sampler]["_meta"]["title"]))
+    second = next(u for u in recorder.updates if u.get("chunk") == 2 and u.get("step") == 2)
+    assert (second["chunk"], second["chunks"], second["window"], second["windows"]) == (2, 3, 5, 10)
+    assert second["message"] == "chunk 2 of 3, window 5 of 10, step 2 of 6"
+    third = next(u for u in recorder.updates if u.get("chunk") == 3 and u.get("step") == 2)
+    assert third["window"] == 9
+    percents = [u["percent"] for u in recorder.updates]
+    assert percents == sorted(percents) and all(u["stage"] == "inference" for u in recorder.updates)
+    # each chunk takes a third of the inference stage (10..94 %)
+    assert 10 + 84 / 3 < second["percent"] < 10 + 2 * 84 / 3 < third["percent"] < 94

@@ -76,8 +76,9 @@ class ChunkStore:
             self.storage.delete(foreign)
             keys = [key for key in keys if key not in foreign]
         done = 0
-        for chunk in chunks:
-            if self.video_key(chunk) not in keys or (not chunk.last and self.motion_key(chunk) not in keys):
+        for chunk, following in zip(chunks, [*chunks[1:], None], strict=True):
+            needs_motion = following is not None and following.continues
+            if self.video_key(chunk) not in keys or (needs_motion and self.motion_key(chunk) not in keys):
                 break
             done = chunk.index
         if done:
@@ -85,7 +86,8 @@ class ChunkStore:
         return done
 
     def save(self, chunk: Chunk, video: Path, motion: Path | None) -> None:
-        """Keeps a finished chunk: its motion frames first, then its video (the mark of a whole chunk)."""
+        """Keeps a finished chunk: the frames the next chunk continues from first (when it has
+        them), then its video (the mark of a whole chunk)."""
         metadata = {META_FINGERPRINT: self.fingerprint, META_FRAMES: str(chunk.frames)}
         if motion is not None:
             self.storage.upload(

@@ -296,6 +296,7 @@ class _Job:
         self.clock = StageClock()
         self.deadline = time.monotonic() + self.settings.job_timeout_s
         self.chunk_store: ChunkStore | None = None  # a chunked job's finished chunks in MinIO
+        self.chunks = {"count": 1, "resumed": 0}  # reported in the result
 
     def run(self) -> dict[str, Any]:
         request = parse_request(
@@ -453,6 +454,7 @@ class _Job:
             store = ChunkStore(runner.storage, self.settings.scratch_prefix, self.job_id, job_fingerprint)
         parts = [work_dir / f"chunk-{chunk.index:04d}.mp4" for chunk in chunks]
         done = self._resumed_chunks(store, chunks, parts) if store is not None else 0
+        self.chunks = {"count": len(chunks), "resumed": done}
         log_event(
             "chunks_planned",
             self.job_id,
@@ -462,8 +464,8 @@ class _Job:
             resumed=done,
         )
         motion: Path | None = None
-        if done and store is not None:
-            motion = work_dir / f"chunk-{done:04d}.motion.safetensors"
+        if store is not None and done < len(chunks) and chunks[done].continues:
+            motion = work_dir / f"chunk-{done:04d}{MOTION_SUFFIX}"
             store.fetch_motion(chunks[done - 1], motion)
         todo = chunks[done:]
         # One thread does the chunks' media work while ComfyUI runs a chunk: the next chunk's
@@ -686,6 +688,7 @@ class _Job:
             "workflow": {"name": self.runner.workflow.name, "sha256": self.runner.workflow.sha256},
             "seed": seed,
             "reused": reused,
+            "chunks": self.chunks,
             "attention_backend": self.runner.attention_backend(),
             "onnx_providers": self.runner.onnx_providers(),
         }
