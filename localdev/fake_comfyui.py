@@ -5,12 +5,17 @@ It speaks ComfyUI's HTTP + websocket API as recorded from a real 0.33.0 server
 shapes and order, the same validation error bodies, the same queue, cache, interrupt and
 reconnect behaviour. It is written from those observations; no ComfyUI code is used.
 
-It really executes the model-free node classes of ``workflows/model_free_still.json``
-(LoadImage, LoadVideo, GetVideoComponents, ImageScale, RepeatImageBatch, CreateVideo,
-SaveVideo): images are decoded with Pillow, videos probed with ffprobe, and SaveVideo writes
-a real H.264/yuv420p MP4 (AAC audio when the graph has audio) with ffmpeg. Any other
-``class_type`` is rejected with ``missing_node_type``, as a real server without that node
-would do.
+It really executes the model-free node classes of ``workflows/model_free_still.json`` and
+``workflows/model_free_chunked.json`` (LoadImage, LoadVideo, GetVideoComponents, ImageScale,
+RepeatImageBatch, ImageFromBatch, ImageCompositeMasked, CreateVideo, SaveVideo, and this
+repository's WanWorkerSaveChunk): images are decoded with Pillow, videos probed with ffprobe;
+frames are made lazily, when a save node renders them with ffmpeg. SaveVideo writes a real
+H.264/yuv420p MP4 (AAC audio when the graph has audio); WanWorkerSaveChunk writes the frames as
+raw rgb24 (``<prefix>_00001_.rgb``, reported with ``wan_chunk: [{width, height, frames,
+motion_frames: 0}]``; a connected ``motion`` input fails: the stand-in writes no motion frames).
+ImageCompositeMasked pastes a still, without mask or resize; ImageFromBatch cuts a range as the
+real node does. Any other ``class_type`` is rejected with ``missing_node_type``, as a real server
+without that node would do.
 
 Differences from a real server, on purpose: ``/system_stats`` reports
 ``comfyui_version "0.33.0-fake"``; there is no frontend, no model folder and no preview
@@ -36,10 +41,13 @@ slow               every node that runs takes ``seconds`` (1.0) longer; interrup
                    honoured between nodes only, as on a real server
 progress           ``node`` emits sampler ``progress`` messages: ``steps`` (4), ``step_s``
                    (0.05), ``preview`` (true: one binary preview frame per step)
-wrong_size         SaveVideo writes ``width`` x ``height`` (default: half size)
-wrong_fps          SaveVideo writes at ``fps`` (default: 25, or 30 when 25 was asked)
-wrong_frames       SaveVideo writes ``frames`` frames (default: one fewer)
-drop_audio         SaveVideo writes no audio track
+wrong_size         the save node (SaveVideo or WanWorkerSaveChunk) writes ``width`` x
+                   ``height`` (default: half size); WanWorkerSaveChunk reports that size
+wrong_fps          SaveVideo writes at ``fps`` (default: 25, or 30 when 25 was asked);
+                   WanWorkerSaveChunk takes the fault and ignores it (raw frames, no fps)
+wrong_frames       the save node writes ``frames`` frames (default: one fewer);
+                   WanWorkerSaveChunk reports that count (more than it has: the last repeated)
+drop_audio         SaveVideo writes no audio track; WanWorkerSaveChunk takes it and ignores it
 cached_rerun       the next prompt is answered as if from cache: every node reported
                    cached, the output node re-reports the last file it wrote, no new file
 =================  ====================================================================
@@ -210,7 +218,67 @@ NODE_CLASSES: dict[str, dict[str, Any]] = {
         "description": "Saves the input videos to your ComfyUI output directory.",
         "python_module": "comfy_extras.nodes_video",
     },
+    # comfy_extras.nodes_images / nodes_mask, from /object_info of the pinned 0.33.0
+    # (/work/shared/comfyui/object_info_core_0.33.0.json)
+    "ImageFromBatch": {
+        "input": {
+            "required": {
+                "image": ["IMAGE", {}],
+                "batch_index": ["INT", {"default": 0, "min": -16384, "max": 16384}],
+                "length": ["INT", {"default": 1, "min": 1, "max": 4096}],
+            }
+        },
+        "output": ["IMAGE"],
+        "output_name": ["IMAGE"],
+        "output_node": False,
+        "category": "image/batch",
+        "display_name": "Get Image from Batch",
+        "description": "",
+        "python_module": "comfy_extras.nodes_images",
+    },
+    "ImageCompositeMasked": {
+        "input": {
+            "required": {
+                "destination": ["IMAGE", {}],
+                "source": ["IMAGE", {}],
+                "x": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 1}],
+                "y": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 1}],
+                "resize_source": ["BOOLEAN", {"default": False}],
+            },
+            "optional": {"mask": ["MASK", {}]},
+        },
+        "output": ["IMAGE"],
+        "output_name": ["IMAGE"],
+        "output_node": False,
+        "category": "image/compositing",
+        "display_name": "Image Composite Masked",
+        "description": "",
+        "python_module": "comfy_extras.nodes_mask",
+    },
+    # This repository's own output node (comfyui_nodes/wan_worker_nodes/chunk_io.py), as its
+    # catalogue.json declares it.
+    "WanWorkerSaveChunk": {
+        "input": {
+            "required": {
+                "images": ["IMAGE"],
+                "filename_prefix": ["STRING", {"default": "wan-worker/chunk"}],
+                "motion_frames": ["INT", {"default": 5, "min": 1, "max": 81, "step": 4}],
+            },
+            "optional": {"motion": ["IMAGE"]},
+        },
+        "output": [],
+        "output_name": [],
+        "output_node": True,
+        "category": "wan_worker",
+        "display_name": "Save chunk (raw frames + motion frames)",
+        "description": (
+            "Saves a chunk's frames as raw RGB for the worker to encode, and the frames the next chunk "
+            "continues from (float32)."
+        ),
+        "python_module": "custom_nodes.wan_worker_nodes",
+    },
 }
+SAVE_CLASSES = ("SaveVideo", "WanWorkerSaveChunk")  # the wrong_* / drop_audio faults act on these
 SCALAR_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
@@ -535,8 +603,35 @@ class VideoFile:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """ImageScale of a video's frames."""
+
+    width: int
+    height: int
+    crop: str
+
+
+@dataclass(frozen=True)
+class Paste:
+    """ImageCompositeMasked of a still onto every frame, at x, y (cut at the frame's edges)."""
+
+    picture: Image.Image
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """ImageFromBatch: ``count`` frames from frame ``start`` (of the frames as they are by then)."""
+
+    start: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Frames:
-    """An IMAGE batch: one still repeated, or the frames of a video file (scaled lazily)."""
+    """An IMAGE batch: one still repeated, or the frames of a video file, decoded and changed
+    lazily: ``ops`` apply in order when the frames are rendered (ffmpeg filters)."""
 
     width: int
     height: int
@@ -544,7 +639,7 @@ class Frames:
     still: Image.Image | None = None
     source: Path | None = None
     source_loops: int = 1
-    scale: tuple[int, int, str] | None = None
+    ops: tuple[Scale | Paste | FrameRange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -670,7 +765,8 @@ def node_image_scale(
     if height == 0:
         height = max(1, round(image.height * width / image.width))
     if image.still is None:
-        return (replace(image, width=width, height=height, scale=(width, height, crop)),), None
+        scaled = replace(image, width=width, height=height, ops=(*image.ops, Scale(width, height, crop)))
+        return (scaled,), None
     picture = image.still
     if crop == "center":
         picture = ImageOps.fit(picture, (width, height), method=_RESAMPLE[upscale_method])
@@ -682,7 +778,60 @@ def node_image_scale(
 def node_repeat_image_batch(
     ctx: NodeContext, image: Frames, amount: int
 ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    # A video's frames repeat by looping the file: right while every op works frame by frame.
+    if any(isinstance(op, FrameRange) for op in image.ops):
+        raise NodeFailure(
+            "NotImplementedError", "the fake ComfyUI cannot repeat a frame range of a video (ImageFromBatch)"
+        )
     return (replace(image, count=image.count * amount, source_loops=image.source_loops * amount),), None
+
+
+def node_image_from_batch(
+    ctx: NodeContext, image: Frames, batch_index: int, length: int
+) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    # As the real node: a negative index counts from the end, then the start is clamped into the
+    # batch and the length cut to what is left (at least one frame comes out).
+    if batch_index < 0:
+        batch_index += image.count
+    start = max(0, min(image.count - 1, batch_index))
+    count = min(image.count - start, length)
+    if image.still is not None:
+        return (replace(image, count=count),), None
+    return (replace(image, count=count, ops=(*image.ops, FrameRange(start, count))),), None
+
+
+_NOT_CONNECTED: Any = object()  # an optional input absent from the graph (a connected one may carry None)
+
+
+def node_image_composite_masked(
+    ctx: NodeContext,
+    destination: Frames,
+    source: Frames,
+    x: int,
+    y: int,
+    resize_source: bool,
+    mask: Any = _NOT_CONNECTED,
+) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    if mask is not _NOT_CONNECTED:
+        raise NodeFailure("NotImplementedError", "the fake ComfyUI composites without a mask only")
+    if resize_source:
+        raise NodeFailure("NotImplementedError", "the fake ComfyUI pastes the source at its own size only")
+    if source.still is None:
+        raise NodeFailure(
+            "NotImplementedError", "the fake ComfyUI pastes a still source only, not a video's frames"
+        )
+    # The real node repeats the source over the destination's frames (all the same still here) and
+    # clamps x, y to the destination: what does not fit is cut, a paste at or past the edge is none.
+    x, y = min(x, destination.width), min(y, destination.height)
+    visible = (min(source.width, destination.width - x), min(source.height, destination.height - y))
+    if 0 in visible:
+        return (destination,), None
+    picture = source.still.crop((0, 0, *visible))
+    if destination.still is None:
+        return (replace(destination, ops=(*destination.ops, Paste(picture, x, y))),), None
+    composite = destination.still.copy()
+    composite.paste(picture, (x, y))
+    return (replace(destination, still=composite),), None
 
 
 def node_create_video(
@@ -697,6 +846,21 @@ def _next_counter(folder: Path, name: str) -> int:
         [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))] if folder.is_dir() else []
     )
     return max(counters, default=0) + 1
+
+
+def _output_folder(ctx: NodeContext, filename_prefix: str) -> tuple[Path, str, str]:
+    """(folder, subfolder, name) of a save node's prefix; refused outside the output folder."""
+    normalized = os.path.normpath(filename_prefix)
+    subfolder, name = os.path.dirname(normalized), os.path.basename(normalized)
+    folder = (ctx.output_dir / subfolder).resolve()
+    if not folder.is_relative_to(ctx.output_dir.resolve()):
+        raise NodeFailure(
+            "Exception",
+            "**** ERROR: Saving image outside the output folder is not allowed.\n"
+            f" full_output_folder: {folder}",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, subfolder, name
 
 
 def node_save_video(
@@ -715,20 +879,62 @@ def node_save_video(
     if isinstance(video, VideoFile):
         frames, audio, fps, *_rest = node_get_video_components(ctx, video)[0]
         video = VideoSpec(frames=frames, fps=fps, audio=audio)
-    normalized = os.path.normpath(filename_prefix)
-    subfolder, name = os.path.dirname(normalized), os.path.basename(normalized)
-    folder = (ctx.output_dir / subfolder).resolve()
-    if not folder.is_relative_to(ctx.output_dir.resolve()):
-        raise NodeFailure(
-            "Exception",
-            "**** ERROR: Saving image outside the output folder is not allowed.\n"
-            f" full_output_folder: {folder}",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, subfolder, name = _output_folder(ctx, filename_prefix)
     filename = f"{name}_{_next_counter(folder, name):05}_.mp4"
     _encode(ctx, video, folder / filename, crf=crf)
     ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [True]}
     return (video,), ui
+
+
+def _picture_graph(frames: Frames, scratch: Path, *, rate: Fraction | None = None) -> tuple[list[str], str]:
+    """ffmpeg inputs and a filter graph whose pad ``[pictures]`` gives ``frames``' pictures in
+    order: the still looped (at ``rate``, when given), or the source video's decoded frames
+    (looped ``source_loops`` times) through ``ops``. Inputs after these are the caller's."""
+    if frames.still is not None:
+        still = scratch / "still.png"
+        frames.still.save(still)
+        looped = ["-loop", "1", *(["-framerate", str(rate)] if rate is not None else []), "-i", str(still)]
+        return looped, "[0:v]null[pictures]"
+    assert frames.source is not None
+    args = ["-stream_loop", str(frames.source_loops - 1), "-i", str(frames.source)]
+    segments: list[str] = []
+    pad, chain = "0:v", []
+    for op in frames.ops:
+        if isinstance(op, Scale):
+            w, h = op.width, op.height
+            chain.append(
+                f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}"
+                if op.crop == "center"
+                else f"scale={w}:{h}"
+            )
+        elif isinstance(op, FrameRange):
+            end = op.start + op.count
+            chain.append(f"trim=start_frame={op.start}:end_frame={end},setpts=PTS-STARTPTS")
+        else:
+            # The still is one frame at time 0 and overlay repeats a finished input's last frame,
+            # so every frame from time 0 on gets it.
+            index = args.count("-i")
+            picture = scratch / f"paste{index}.png"
+            op.picture.save(picture)
+            args += ["-i", str(picture)]
+            chain.append("setpts=PTS-STARTPTS")
+            segments.append(f"[{pad}]{','.join(chain)}[main{index}]")
+            segments.append(f"[main{index}][{index}:v]overlay=x={op.x}:y={op.y}:format=rgb[pasted{index}]")
+            pad, chain = f"pasted{index}", []
+    segments.append(f"[{pad}]{','.join(chain) or 'null'}[pictures]")
+    return args, ";".join(segments)
+
+
+def _run_ffmpeg(args: list[str], partial: Path, exception_type: str) -> None:
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-y", "-v", "error", *args, str(partial)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise NodeFailure(exception_type, f"ffmpeg failed: {proc.stderr.strip()[-400:]}")
 
 
 def _encode(ctx: NodeContext, video: VideoSpec, dest: Path, *, crf: float | None = None) -> None:
@@ -742,34 +948,20 @@ def _encode(ctx: NodeContext, video: VideoSpec, dest: Path, *, crf: float | None
     width, height = overrides.size or (frames.width, frames.height)
     audio = None if overrides.drop_audio else video.audio
     with tempfile.TemporaryDirectory(prefix="fake-comfy-") as scratch:
-        args = ["ffmpeg", "-nostdin", "-y", "-v", "error"]
-        filters = []
-        if frames.still is not None:
-            still = Path(scratch) / "still.png"
-            frames.still.save(still)
-            args += ["-loop", "1", "-framerate", str(fps), "-i", str(still)]
-        else:
-            assert frames.source is not None
-            args += ["-stream_loop", str(frames.source_loops - 1), "-i", str(frames.source)]
-            if frames.scale is not None:
-                w, h, crop = frames.scale
-                filters.append(
-                    f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}"
-                    if crop == "center"
-                    else f"scale={w}:{h}"
-                )
-            filters.append(f"fps={fps}")
+        args, graph = _picture_graph(frames, Path(scratch), rate=fps if frames.still is not None else None)
+        filters = [] if frames.still is not None else [f"fps={fps}"]
         if (width, height) != (frames.width, frames.height):
             filters.append(f"scale={width}:{height}")
         # The real node converts its RGB frames with the BT.709 matrix (a decoded video's frames
         # were made RGB by their tags, BT.601 when untagged: scale's "auto" input does the same).
         filters.append("scale=out_color_matrix=bt709:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int")
         filters.append("format=yuv420p")
+        audio_input = args.count("-i")
         if audio is not None:
             args += ["-i", str(audio.path)]
-        args += ["-map", "0:v:0", "-vf", ",".join(filters)]
+        args += ["-filter_complex", f"{graph};[pictures]{','.join(filters)}[video]", "-map", "[video]"]
         if audio is not None:
-            args += ["-map", "1:a:0", "-c:a", "aac"]
+            args += ["-map", f"{audio_input}:a:0", "-c:a", "aac"]
         # -t alone (no -frames:v): a frame limit would end the audio early.
         args += ["-t", f"{float(count / fps):.6f}", "-r", str(fps)]
         args += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", f"{23.0 if crf is None else crf:g}"]
@@ -778,10 +970,53 @@ def _encode(ctx: NodeContext, video: VideoSpec, dest: Path, *, crf: float | None
         args += ["-metadata", f"comment=written by the fake ComfyUI {FAKE_VERSION} (a stand-in)"]
         args += ["-metadata", "prompt=" + json.dumps(ctx.prompt, separators=(",", ":"))]
         partial = dest.with_name(dest.name + ".part.mp4")
-        proc = subprocess.run([*args, str(partial)], capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise NodeFailure("av.error.ValueError", f"ffmpeg failed: {proc.stderr.strip()[-400:]}")
+        _run_ffmpeg(args, partial, "av.error.ValueError")
+        os.replace(partial, dest)
+
+
+def node_save_chunk(
+    ctx: NodeContext, images: Frames, filename_prefix: str, motion_frames: int, motion: Any = _NOT_CONNECTED
+) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    """WanWorkerSaveChunk (comfyui_nodes/wan_worker_nodes/chunk_io.py): the frames as raw rgb24,
+    frame after frame, for the worker to encode. The stand-in has no windows, so no motion file."""
+    if motion is not _NOT_CONNECTED:
+        raise NodeFailure("NotImplementedError", "the fake ComfyUI does not write motion frames")
+    folder, subfolder, name = _output_folder(ctx, filename_prefix)
+    overrides = _resolve_overrides(ctx.overrides, images, 0.0)  # fps and audio mean nothing here
+    count = overrides.frames if overrides.frames is not None else images.count
+    width, height = overrides.size or (images.width, images.height)
+    filename = f"{name}_{_next_counter(folder, name):05}_.rgb"
+    _write_raw_frames(images, folder / filename, width=width, height=height, count=count)
+    ui = {
+        "images": [{"filename": filename, "subfolder": subfolder, "type": "output"}],
+        "wan_chunk": [{"width": width, "height": height, "frames": count, "motion_frames": 0}],
+    }
+    return (), ui
+
+
+def _write_raw_frames(frames: Frames, dest: Path, *, width: int, height: int, count: int) -> None:
+    """Exactly ``count`` frames of ``width`` x ``height`` rgb24 (a video's decoded frames, no fps
+    conversion; more than it has repeat the last), written beside ``dest`` then renamed."""
+    with tempfile.TemporaryDirectory(prefix="fake-comfy-") as scratch:
+        args, graph = _picture_graph(frames, Path(scratch))
+        filters = []
+        if (width, height) != (frames.width, frames.height):
+            filters.append(f"scale={width}:{height}")
+        if frames.still is None and count > frames.count:
+            filters.append(f"tpad=stop_mode=clone:stop={count - frames.count}")
+        filters.append("format=rgb24")
+        args += ["-filter_complex", f"{graph};[pictures]{','.join(filters)}[frames]", "-map", "[frames]"]
+        args += ["-frames:v", str(count), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+        partial = dest.with_name(dest.name + ".part")
+        _run_ffmpeg(args, partial, "RuntimeError")
+        written, expected = partial.stat().st_size, width * height * 3 * count
+        if written != expected:
+            partial.unlink()
+            raise NodeFailure(
+                "RuntimeError",
+                f"the fake ComfyUI rendered {written} bytes of frames, not {expected} "
+                f"({count} frames of {width}x{height}): the video has fewer frames than it said",
+            )
         os.replace(partial, dest)
 
 
@@ -793,6 +1028,9 @@ NODE_FUNCTIONS: dict[str, Callable[..., tuple[tuple[Any, ...], dict[str, Any] | 
     "RepeatImageBatch": node_repeat_image_batch,
     "CreateVideo": node_create_video,
     "SaveVideo": node_save_video,
+    "ImageFromBatch": node_image_from_batch,
+    "ImageCompositeMasked": node_image_composite_masked,
+    "WanWorkerSaveChunk": node_save_chunk,
 }
 
 
@@ -1497,7 +1735,7 @@ class FakeComfyServer:
         failure = self._injected_failure(run, node_id)
         if failure is not None:
             raise self._error_outcome(run, node_id, kwargs, failure)
-        overrides = self._save_overrides() if class_type == "SaveVideo" else SaveOverrides()
+        overrides = self._save_overrides() if class_type in SAVE_CLASSES else SaveOverrides()
         ctx = NodeContext(self.input_dir, self.output_dir, run.item.prompt, overrides)
         try:
             outputs, ui = await asyncio.to_thread(NODE_FUNCTIONS[class_type], ctx, **kwargs)

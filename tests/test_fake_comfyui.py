@@ -8,19 +8,24 @@ over real sockets with a plain websocket client and compare.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 import websocket
+from PIL import Image
 
 from localdev.fake_comfyui import FakeComfyUI
-from tests.support.comfy import ComfyMedia, model_free_graph, probe_video, stage_inputs, unused_port
+from tests.support.comfy import REPO, ComfyMedia, model_free_graph, probe_video, stage_inputs, unused_port
+from worker.workflow import Workflow, WorkflowParams
 
 # captures/happy_720p24.json "ws_sequence" (nothing cached)
 HAPPY_SEQUENCE = [
@@ -648,8 +653,11 @@ def test_info_endpoints_are_shaped_like_the_real_ones_and_say_fake(fake_comfy: F
         "GetVideoComponents",
         "ImageScale",
         "RepeatImageBatch",
+        "ImageFromBatch",
+        "ImageCompositeMasked",
         "CreateVideo",
         "SaveVideo",
+        "WanWorkerSaveChunk",
     }
     assert info["LoadImage"]["input"]["required"]["image"][0] == ["a.png"]
     assert info["SaveVideo"]["output_node"] is True
@@ -725,3 +733,464 @@ def test_command_line_server_serves_and_takes_faults(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert process.returncode == 0
+
+
+# -- ImageFromBatch, ImageCompositeMasked, WanWorkerSaveChunk and the chunked stand-in ------------
+
+CORE_OBJECT_INFO = REPO.parent / "shared" / "comfyui" / "object_info_core_0.33.0.json"
+REPO_NODES_CATALOGUE = REPO / "comfyui_nodes" / "wan_worker_nodes" / "catalogue.json"
+CHUNKED_WORKFLOW = REPO / "workflows" / "model_free_chunked.json"
+# the driving video of these tests: COLOURED_FRAMES frames of one flat colour each, all different
+COLOURED_FRAMES, SMALL = 32, (64, 48)
+INSET = (240, 30, 200)  # the pasted still
+STILL_DESTINATION = (20, 60, 230)
+# H.264 (yuv420p) and back to RGB moves a flat colour by a few levels; neighbouring frames differ
+# by 8 in red and green and by 53 in blue, so a frame out of place is far outside this
+YUV_TOLERANCE = 5
+
+
+def driving_colour(k: int) -> tuple[int, int, int]:
+    return (8 * k, 255 - 8 * k, 53 * k % 256)
+
+
+@dataclass(frozen=True)
+class ChunkMedia:
+    coloured_mp4: Path  # 64x48, 24 fps, COLOURED_FRAMES frames: frame k is driving_colour(k)
+    inset_png: Path  # 24x16, INSET
+    avatar_png: Path  # 400x300, INSET (what the chunked stand-in scales to its 320x180 inset)
+    still_png: Path  # 64x48, STILL_DESTINATION
+
+
+@pytest.fixture(scope="module")
+def chunk_media(tmp_path_factory: pytest.TempPathFactory) -> ChunkMedia:
+    folder = tmp_path_factory.mktemp("chunk-media")
+    coloured = folder / "coloured.mp4"
+    colours = "format=gbrp,geq=r='8*N':g='255-8*N':b='mod(53*N\\,256)'"
+    source = f"color=c=black:s={SMALL[0]}x{SMALL[1]}:r=24,{colours}"
+    command = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i", source]
+    command += ["-frames:v", str(COLOURED_FRAMES), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "10"]
+    subprocess.run(
+        [*command, "-pix_fmt", "yuv420p", str(coloured)],
+        check=True,
+        timeout=60,
+    )
+    pictures = {"inset.png": ((24, 16), INSET), "avatar.png": ((400, 300), INSET)}
+    pictures["still.png"] = (SMALL, STILL_DESTINATION)
+    for name, (size, colour) in pictures.items():
+        Image.new("RGB", size, colour).save(folder / name)
+    return ChunkMedia(coloured, folder / "inset.png", folder / "avatar.png", folder / "still.png")
+
+
+def stage(server: FakeComfyUI, *paths: Path) -> None:
+    for path in paths:
+        shutil.copyfile(path, server.input_dir / path.name)
+
+
+def coloured_frames_graph(
+    nodes: dict[str, Any] | None = None, *, images: str = "2", prefix: str = "tests/chunk"
+) -> dict[str, Any]:
+    """Nodes "1", "2": the coloured video's frames ("2", 0); then ``nodes``; then
+    WanWorkerSaveChunk "9" of (``images``, 0)."""
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "coloured.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        **(nodes or {}),
+        "9": {
+            "class_type": "WanWorkerSaveChunk",
+            "inputs": {"images": [images, 0], "filename_prefix": prefix, "motion_frames": 5},
+        },
+    }
+
+
+def from_batch(batch_index: int, length: int, image: list[Any]) -> dict[str, Any]:
+    return {
+        "class_type": "ImageFromBatch",
+        "inputs": {"image": image, "batch_index": batch_index, "length": length},
+    }
+
+
+def cut_graph(batch_index: int, length: int, prefix: str = "tests/chunk") -> dict[str, Any]:
+    """The coloured frames through one ImageFromBatch "3" into WanWorkerSaveChunk "9"."""
+    return coloured_frames_graph({"3": from_batch(batch_index, length, ["2", 0])}, images="3", prefix=prefix)
+
+
+def composite(destination: list[Any], source: list[Any], x: int, y: int, **extra: Any) -> dict[str, Any]:
+    inputs = {"destination": destination, "source": source, "x": x, "y": y, "resize_source": False}
+    return {"class_type": "ImageCompositeMasked", "inputs": {**inputs, **extra}}
+
+
+def run_chunk(server: FakeComfyUI, graph: dict[str, Any], save: str = "9") -> tuple[dict[str, Any], Path]:
+    """Runs the graph; the save node's history output and the file it names."""
+    messages, prompt_id = run_prompt(server, graph)
+    assert messages[-3]["type"] == "execution_success", messages[-3]
+    executed = [m["data"]["output"] for m in messages if m["type"] == "executed"]
+    output = history(server, prompt_id)[prompt_id]["outputs"][save]
+    assert executed == [output]
+    image = output["images"][0]
+    return output, server.output_dir / image["subfolder"] / image["filename"]
+
+
+def frames_of(path: Path, width: int, height: int) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    assert data.size % (width * height * 3) == 0, data.size
+    return data.reshape(-1, height, width, 3)
+
+
+def mean_colour(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(-1, 3).mean(axis=0)
+
+
+def assert_colour(pixels: np.ndarray, expected: tuple[int, int, int], tolerance: float, what: str) -> None:
+    actual = mean_colour(pixels)
+    assert np.abs(actual - np.array(expected)).max() <= tolerance, (what, actual.round(1), expected)
+
+
+def assert_driving_frames(frames: np.ndarray, expected: list[int]) -> None:
+    assert len(frames) == len(expected)
+    for frame, k in zip(frames, expected, strict=True):
+        assert_colour(frame, driving_colour(k), YUV_TOLERANCE, f"driving frame {k}")
+
+
+@pytest.mark.parametrize(
+    ("cuts", "expected"),
+    [
+        ([(5, 4)], [5, 6, 7, 8]),
+        ([(30, 10)], [30, 31]),  # cut to what is left
+        ([(99, 3)], [31]),  # past the end: the last frame
+        ([(-3, 2)], [29, 30]),  # negative: from the end
+        ([(-99, 2)], [0, 1]),  # before the start: the first frames
+        ([(4, 20), (3, 5)], [7, 8, 9, 10, 11]),  # a range of a range
+    ],
+)
+def test_image_from_batch_cuts_the_frames_the_real_node_cuts(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia, cuts: list[tuple[int, int]], expected: list[int]
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4)
+    nodes = {str(3 + n): from_batch(index, length, [str(2 + n), 0]) for n, (index, length) in enumerate(cuts)}
+    graph = coloured_frames_graph(nodes, images=str(2 + len(cuts)))
+    output, path = run_chunk(fake_comfy, graph)
+    assert output["wan_chunk"] == [{"width": 64, "height": 48, "frames": len(expected), "motion_frames": 0}]
+    assert path.stat().st_size == 64 * 48 * 3 * len(expected)
+    assert_driving_frames(frames_of(path, *SMALL), expected)
+
+
+def test_image_from_batch_of_a_repeated_still(fake_comfy: FakeComfyUI, chunk_media: ChunkMedia) -> None:
+    stage(fake_comfy, chunk_media.still_png)
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "still.png"}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 5}},
+        "3": from_batch(3, 10, ["2", 0]),
+        "9": {
+            "class_type": "WanWorkerSaveChunk",
+            "inputs": {"images": ["3", 0], "filename_prefix": "tests/still", "motion_frames": 1},
+        },
+    }
+    output, path = run_chunk(fake_comfy, graph)
+    assert output["wan_chunk"][0]["frames"] == 2
+    frames = frames_of(path, *SMALL)
+    assert len(frames) == 2 and (frames == np.array(STILL_DESTINATION, dtype=np.uint8)).all()
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "pasted"),
+    [
+        (8, 4, (8, 4, 32, 20)),  # the whole 24x16 still
+        (52, 40, (52, 40, 64, 48)),  # cut at the right and bottom edges: 12x8 of it
+        (64, 10, None),  # at the edge: nothing
+        (500, 500, None),  # past it (clamped to the edge, as the real node does): nothing
+    ],
+)
+def test_composite_pastes_the_still_on_every_video_frame(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia, x: int, y: int, pasted: tuple[int, int, int, int] | None
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4, chunk_media.inset_png)
+    nodes = {
+        "3": composite(["2", 0], ["4", 0], x, y),
+        "4": {"class_type": "LoadImage", "inputs": {"image": "inset.png"}},
+        "5": from_batch(10, 3, ["3", 0]),
+    }
+    output, path = run_chunk(fake_comfy, coloured_frames_graph(nodes, images="5"))
+    assert output["wan_chunk"][0]["frames"] == 3
+    for k, frame in zip((10, 11, 12), frames_of(path, *SMALL), strict=True):
+        inside = np.zeros(frame.shape[:2], dtype=bool)
+        if pasted is not None:
+            left, top, right, bottom = pasted
+            inside[top:bottom, left:right] = True
+            assert (frame[inside] == np.array(INSET, dtype=np.uint8)).all(), f"frame {k}: the still"
+        assert_colour(frame[~inside], driving_colour(k), YUV_TOLERANCE, f"frame {k} around the still")
+        # every pixel outside, not only on average (the edges of the paste included)
+        assert np.abs(frame[~inside].astype(int) - driving_colour(k)).max() <= 2 * YUV_TOLERANCE
+
+
+def test_composite_onto_a_still_cuts_at_the_edges(fake_comfy: FakeComfyUI, chunk_media: ChunkMedia) -> None:
+    stage(fake_comfy, chunk_media.still_png, chunk_media.inset_png)
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "still.png"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "inset.png"}},
+        "3": composite(["1", 0], ["2", 0], 50, 40),
+        "9": {
+            "class_type": "WanWorkerSaveChunk",
+            "inputs": {"images": ["3", 0], "filename_prefix": "tests/still", "motion_frames": 1},
+        },
+    }
+    _, path = run_chunk(fake_comfy, graph)
+    (frame,) = frames_of(path, *SMALL)
+    expected = np.empty_like(frame)
+    expected[:] = STILL_DESTINATION
+    expected[40:48, 50:64] = INSET
+    assert (frame == expected).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mask": ["4", 1]}, "the fake ComfyUI composites without a mask only\n"),
+        ({"resize_source": True}, "the fake ComfyUI pastes the source at its own size only\n"),
+        ({"source": ["2", 0]}, "the fake ComfyUI pastes a still source only, not a video's frames\n"),
+    ],
+)
+def test_composite_refuses_what_the_fake_cannot_do(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia, change: dict[str, Any], message: str
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4, chunk_media.inset_png)
+    nodes = {
+        "3": composite(["2", 0], ["4", 0], 0, 0),
+        "4": {"class_type": "LoadImage", "inputs": {"image": "inset.png"}},
+    }
+    graph = coloured_frames_graph(nodes, images="3")
+    graph["3"]["inputs"].update(change)
+    messages, _ = run_prompt(fake_comfy, graph)
+    error = messages[-3]["data"]
+    assert (messages[-3]["type"], error["node_id"], error["exception_type"]) == (
+        "execution_error",
+        "3",
+        "NotImplementedError",
+    )
+    assert error["exception_message"] == message
+    assert output_files(fake_comfy) == []
+
+
+def test_repeat_of_a_video_frame_range_is_refused(fake_comfy: FakeComfyUI, chunk_media: ChunkMedia) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4)
+    nodes = {
+        "3": from_batch(2, 3, ["2", 0]),
+        "4": {"class_type": "RepeatImageBatch", "inputs": {"image": ["3", 0], "amount": 2}},
+    }
+    messages, _ = run_prompt(fake_comfy, coloured_frames_graph(nodes, images="4"))
+    error = messages[-3]["data"]
+    assert (error["node_id"], error["exception_type"], error["exception_message"]) == (
+        "4",
+        "NotImplementedError",
+        "the fake ComfyUI cannot repeat a frame range of a video (ImageFromBatch)\n",
+    )
+
+
+def test_save_chunk_writes_every_frame_raw_in_order(fake_comfy: FakeComfyUI, chunk_media: ChunkMedia) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4)
+    messages, prompt_id = run_prompt(fake_comfy, coloured_frames_graph())
+    executed = next(m for m in messages if m["type"] == "executed")["data"]
+    expected = {
+        "images": [{"filename": "chunk_00001_.rgb", "subfolder": "tests", "type": "output"}],
+        "wan_chunk": [{"width": 64, "height": 48, "frames": COLOURED_FRAMES, "motion_frames": 0}],
+    }
+    assert (executed["node"], executed["output"]) == ("9", expected)
+    assert history(fake_comfy, prompt_id)[prompt_id]["outputs"] == {"9": expected}
+    path = fake_comfy.output_dir / "tests" / "chunk_00001_.rgb"
+    assert output_files(fake_comfy) == [path]  # no partial file left behind
+    assert path.stat().st_size == 64 * 48 * 3 * COLOURED_FRAMES
+    assert_driving_frames(frames_of(path, *SMALL), list(range(COLOURED_FRAMES)))
+    view = requests.get(
+        f"{fake_comfy.url}/view",
+        params={"filename": "chunk_00001_.rgb", "subfolder": "tests", "type": "output"},
+        timeout=10,
+    )
+    assert view.status_code == 200 and view.content == path.read_bytes()
+
+    # the counter goes on from the files already there, whatever their kind
+    (fake_comfy.output_dir / "tests" / "chunk_00007_.mp4").write_bytes(b"")
+    output, second = run_chunk(fake_comfy, cut_graph(0, 2))
+    assert second.name == "chunk_00008_.rgb" and output["wan_chunk"][0]["frames"] == 2
+
+
+def test_save_chunk_refuses_motion_frames_and_prefixes_outside_the_output_folder(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4)
+    graph = coloured_frames_graph()
+    graph["9"]["inputs"]["motion"] = ["2", 0]
+    messages, _ = run_prompt(fake_comfy, graph)
+    error = messages[-3]["data"]
+    assert (error["node_id"], error["exception_type"], error["exception_message"]) == (
+        "9",
+        "NotImplementedError",
+        "the fake ComfyUI does not write motion frames\n",
+    )
+
+    messages, _ = run_prompt(fake_comfy, coloured_frames_graph(prefix="../escape/chunk"))
+    error = messages[-3]["data"]
+    assert (error["node_id"], error["exception_type"]) == ("9", "Exception")
+    assert "Saving image outside the output folder is not allowed" in error["exception_message"]
+    assert output_files(fake_comfy) == [] and not (fake_comfy.output_dir.parent / "escape").exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "size", "frames", "last_frame"),
+    [
+        ("wrong_frames", {}, (64, 48), 3, 12),
+        ("wrong_frames", {"frames": 6}, (64, 48), 6, 13),  # more than there are: the last repeated
+        ("wrong_size", {}, (32, 24), 4, 13),
+        ("wrong_size", {"width": 40, "height": 30}, (40, 30), 4, 13),
+        ("wrong_fps", {"fps": 30}, (64, 48), 4, 13),  # no meaning for raw frames
+        ("drop_audio", {}, (64, 48), 4, 13),
+    ],
+)
+def test_output_faults_change_the_written_chunk(
+    fake_comfy: FakeComfyUI,
+    chunk_media: ChunkMedia,
+    comfy_media: ComfyMedia,
+    fault: str,
+    params: dict[str, Any],
+    size: tuple[int, int],
+    frames: int,
+    last_frame: int,
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4)
+    fake_comfy.set_fault(fault, **params)
+    output, path = run_chunk(fake_comfy, cut_graph(10, 4))
+    assert output["wan_chunk"] == [
+        {"width": size[0], "height": size[1], "frames": frames, "motion_frames": 0}
+    ]
+    written = frames_of(path, *size)
+    assert len(written) == frames
+    assert_driving_frames(written[:3], [10, 11, 12])
+    assert_colour(written[-1], driving_colour(last_frame), YUV_TOLERANCE, "the last frame")
+
+    # the fault was for one prompt: taken by this save, not left for the next one's SaveVideo
+    image, video = stage_inputs(fake_comfy, comfy_media.avatar_png, comfy_media.driving_mp4)
+    _, prompt_id = run_prompt(fake_comfy, model_free_graph(image=image, video=video))
+    output = history(fake_comfy, prompt_id)[prompt_id]["outputs"]["7"]["images"][0]
+    probe = probe_video(fake_comfy.output_dir / output["subfolder"] / output["filename"])
+    normal = ((320, 180), "24/1", "24", True)
+    assert (
+        (probe["video"]["width"], probe["video"]["height"]),
+        probe["video"]["avg_frame_rate"],
+        probe["video"]["nb_frames"],
+        probe["audio"] is not None,
+    ) == normal
+
+
+def test_save_chunk_is_cached_and_rerun_like_save_video(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4)
+    first, path = run_chunk(fake_comfy, cut_graph(0, 5))
+    written = path.read_bytes()
+
+    messages, prompt_id = run_prompt(fake_comfy, cut_graph(0, 5))
+    assert [label(m) for m in messages] == [
+        *CACHED_RERUN_SEQUENCE[:5],
+        "executed(node=9)",
+        *CACHED_RERUN_SEQUENCE[6:],
+    ]
+    assert history(fake_comfy, prompt_id)[prompt_id]["outputs"] == {"9": first}
+
+    fake_comfy.set_fault("cached_rerun")
+    messages, prompt_id = run_prompt(fake_comfy, cut_graph(3, 2))
+    assert next(m for m in messages if m["type"] == "execution_cached")["data"]["nodes"] == [
+        "1",
+        "2",
+        "3",
+        "9",
+    ]
+    assert history(fake_comfy, prompt_id)[prompt_id]["outputs"] == {"9": first}
+    assert output_files(fake_comfy) == [path] and path.read_bytes() == written
+
+    # without the fault the new range runs: a new file
+    second, new_path = run_chunk(fake_comfy, cut_graph(3, 2))
+    assert new_path.name == "chunk_00002_.rgb" and second["wan_chunk"][0]["frames"] == 2
+
+
+def test_composited_frames_encode_through_save_video(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4, chunk_media.inset_png)
+    graph = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "coloured.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "inset.png"}},
+        "4": composite(["2", 0], ["3", 0], 8, 4),
+        "5": from_batch(20, 6, ["4", 0]),
+        "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": 24.0}},
+        "7": {
+            "class_type": "SaveVideo",
+            "inputs": {"video": ["6", 0], "filename_prefix": "tests/composite", "format": "mp4"},
+        },
+    }
+    _, path = run_chunk(fake_comfy, graph, save="7")
+    assert probe_video(path)["video"]["nb_frames"] == "6"
+    decoded = fake_comfy.output_dir / "decoded.rgb"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            str(decoded),
+        ],
+        check=True,
+        timeout=60,
+    )
+    for k, frame in zip(range(20, 26), frames_of(decoded, *SMALL), strict=True):
+        assert_colour(frame[6:18, 10:30], INSET, 3 * YUV_TOLERANCE, f"frame {k}: the still")
+        assert_colour(frame[24:, :], driving_colour(k), 3 * YUV_TOLERANCE, f"frame {k}: the driving frame")
+
+
+def test_chunked_stand_in_workflow_runs_through_the_fake(
+    fake_comfy: FakeComfyUI, chunk_media: ChunkMedia
+) -> None:
+    stage(fake_comfy, chunk_media.coloured_mp4, chunk_media.avatar_png)
+    workflow = Workflow.load(CHUNKED_WORKFLOW)
+    bindings = json.loads(CHUNKED_WORKFLOW.with_suffix(".bindings.json").read_text())
+    assert (bindings["output"], bindings["chunks"]) == ({"node": "8", "kind": "frames"}, {"frames": 48})
+    params = WorkflowParams(
+        image="avatar.png",
+        driving_video="coloured.mp4",
+        frames=30,
+        filename_prefix="wan-worker/job-1",
+        seed=1,
+        prompt="",
+        negative_prompt="",
+    )
+    output, path = run_chunk(fake_comfy, workflow.build(params), save="8")
+    assert output == {
+        "images": [{"filename": "job-1_00001_.rgb", "subfolder": "wan-worker", "type": "output"}],
+        "wan_chunk": [{"width": 1280, "height": 720, "frames": 30, "motion_frames": 0}],
+    }
+    assert path.stat().st_size == 1280 * 720 * 3 * 30
+    inset = np.zeros((720, 1280), dtype=bool)
+    inset[32:212, 32:352] = True  # the 320x180 avatar at 32, 32
+    for k, frame in enumerate(frames_of(path, 1280, 720)):
+        assert np.abs(frame[inset].astype(int) - INSET).max() <= 1, f"frame {k}: the avatar"
+        assert_colour(frame[~inset], driving_colour(k), YUV_TOLERANCE, f"frame {k}: its driving frame")
+        # the inset's edges: driving frame right outside it
+        for x, y in ((31, 100), (352, 100), (200, 31), (200, 212)):
+            assert np.abs(frame[y, x].astype(int) - driving_colour(k)).max() <= 2 * YUV_TOLERANCE, (k, x, y)
+
+
+def test_new_classes_have_the_object_info_of_what_they_stand_for(fake_comfy: FakeComfyUI) -> None:
+    info = requests.get(f"{fake_comfy.url}/object_info", timeout=10).json()
+    keys = ["input", "input_order", "output", "output_name", "output_is_list", "output_node", "name"]
+    keys += ["category", "display_name", "description", "python_module"]
+    ours = json.loads(REPO_NODES_CATALOGUE.read_text())["WanWorkerSaveChunk"]
+    assert {k: info["WanWorkerSaveChunk"][k] for k in keys} == {k: ours[k] for k in keys}
+    if not CORE_OBJECT_INFO.is_file():
+        pytest.skip("../shared is not beside the checkout")
+    core = json.loads(CORE_OBJECT_INFO.read_text())
+    for name in ("ImageFromBatch", "ImageCompositeMasked"):
+        assert {k: info[name][k] for k in keys} == {k: core[name][k] for k in keys}, name
