@@ -1157,7 +1157,7 @@ def test_chunked_stand_in_workflow_runs_through_the_fake(
     stage(fake_comfy, chunk_media.coloured_mp4, chunk_media.avatar_png)
     workflow = Workflow.load(CHUNKED_WORKFLOW)
     bindings = json.loads(CHUNKED_WORKFLOW.with_suffix(".bindings.json").read_text())
-    assert (bindings["output"], bindings["chunks"]) == ({"node": "8", "kind": "frames"}, {"frames": 48})
+    assert (bindings["output"], bindings["chunks"]) == ({"node": "8", "kind": "frames"}, {"frames": 24})
     params = WorkflowParams(
         image="avatar.png",
         driving_video="coloured.mp4",

@@ -583,7 +583,9 @@ def test_every_result_carries_the_estimate_beside_the_timings(stack: Stack) -> N
         "gpu": 0.0,
         "worker": 3.4,
         "windows": 0,
+        "chunks": 1,
         "frames": 48,
         "gpu_figures": result["estimate_s"]["gpu_figures"],
     }
+    assert result["chunks"] == {"count": 1, "resumed": 0}
     assert result["timings_s"]["total"] > 0

@@ -10,16 +10,15 @@ The chain, each step as the product does it:
    worker dependency; this reproduction was checked against ComfyUI's own code (PyAV 18.1.0):
    within 0.5 of a level on every case below, and an untagged BT.709 source read as
    (45.2, 217.0, 68.1) by both;
-4. SaveVideo's encode of the RGB frames (``VideoFromComponents.save_to``: 8-bit RGB, truncated as
-   ComfyUI does, to BT.709 limited range, tagged BT.709 with an sRGB transfer, libx264 at the
-   workflow's CRF);
+4. the chunk's frames as ``WanWorkerSaveChunk`` writes them (8-bit RGB, truncated as ComfyUI's
+   SaveVideo does) and the worker's encode of them (``worker.chunk_media.encode_frames``: BT.709
+   limited range, tagged BT.709, libx264 CRF 17);
 5. the worker's ``finalize_output``;
 6. a player's decode, by the output's tags.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.support.media import extract_frame, stream_facts
+from worker.chunk_media import encode_frames
 from worker.media import conform_driving_video, finalize_output
 
 PATCH = (32, 192, 64)
@@ -118,30 +118,14 @@ def _patch_mean(frames: np.ndarray) -> np.ndarray:
     )
 
 
-def _save_video(frames: np.ndarray, dest: Path, *, crf: float) -> Path:
-    """SaveVideo of RGB frames, as VideoFromComponents.save_to writes them (colour_space sRGB)."""
+def _chunk_video(frames: np.ndarray, dest: Path) -> Path:
+    """The frames as WanWorkerSaveChunk writes them, encoded by the worker."""
     rgb = np.clip(frames, 0, 255).astype(np.uint8)  # ComfyUI: (frame * 255).clamp(0, 255).byte()
     height, width = rgb.shape[1:3]
-    _ffmpeg(
-        *("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "24", "-i", "-"),
-        *(
-            "-vf",
-            "scale=out_color_matrix=bt709:out_range=tv:flags=accurate_rnd+full_chroma_int,format=yuv420p",
-        ),
-        *("-c:v", "libx264", "-crf", f"{crf:g}", "-colorspace", "bt709", "-color_primaries", "bt709"),
-        *("-color_trc", "iec61966-2-1", "-color_range", "tv", str(dest)),
-        stdin=rgb.tobytes(),
-    )
+    raw = dest.with_suffix(".rgb")
+    raw.write_bytes(rgb.tobytes())
+    encode_frames(raw, dest, width=width, height=height, frames=rgb.shape[0], fps=24)
     return dest
-
-
-def _workflow_crf() -> float:
-    graph = json.loads((Path(__file__).parents[1] / "workflows" / "wan22_animate_replace.json").read_text())
-    save = next(node["inputs"] for node in graph.values() if node["class_type"] == "SaveVideo")
-    assert (
-        save["format.codec.encoding"] == "re-encode" and save["format.codec.encoding.color_space"] == "sRGB"
-    )
-    return float(save["format.codec.encoding.crf"])
 
 
 CASES = {
@@ -167,7 +151,7 @@ def test_a_flat_patch_keeps_its_colour_through_the_whole_chain(tmp_path: Path, c
     seen_by_comfy = _decode_rgb(driving.path)
     assert np.abs(_patch_mean(seen_by_comfy) - source).max() <= 2, _patch_mean(seen_by_comfy)
 
-    raw = _save_video(seen_by_comfy, tmp_path / "raw.mp4", crf=_workflow_crf())
+    raw = _chunk_video(seen_by_comfy, tmp_path / "raw.mp4")
     info = finalize_output(raw, driving, tmp_path / "out.mp4")
     assert info.frames == driving.frames == 24
     assert _tags(tmp_path / "out.mp4") == ("bt709", "bt709", "bt709", "tv")
