@@ -4,7 +4,7 @@ Starts, each in its own process group:
   1. an S3-compatible server: a moto server on 127.0.0.1 (or, when ``MINIO_ENDPOINT`` is
      set, that MinIO with ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``/``MINIO_BUCKET``);
   2. a ComfyUI: the project's MODEL-FREE STAND-IN (``localdev/fake_comfyui.py`` running
-     ``workflows/model_free_still.json``), or the real one at ``COMFY_URL`` when set;
+     ``workflows/model_free_chunked.json``), or the real one at ``COMFY_URL`` when set;
   3. the worker (``handler.handler``) behind the local queue API (``localdev/queue_api.py``);
 then runs ``smoke_test.py`` against it with generated inputs, prints the output key, the
 checks and the timings, saves the output video, the JSON report and pictures of the output
@@ -39,7 +39,7 @@ from minio import Minio
 from minio.error import S3Error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_FREE_WORKFLOW = REPO_ROOT / "workflows" / "model_free_still.json"
+MODEL_FREE_WORKFLOW = REPO_ROOT / "workflows" / "model_free_chunked.json"
 DEMO_DIR = REPO_ROOT / ".work" / "demo"  # what the demo leaves to look at: the output and the report
 OUTPUT_COPY, REPORT_PATH = DEMO_DIR / "output.mp4", DEMO_DIR / "smoke-report.json"
 MOTO_ACCESS_KEY, MOTO_SECRET_KEY, DEMO_BUCKET = "demo-access-key", "demo-secret-key", "wan-demo"
@@ -51,9 +51,11 @@ EXIT_SERVICE_FAILED, EXIT_INTERRUPTED = 1, 130
 
 STAND_IN_NOTICE = """\
 ComfyUI: MODEL-FREE STAND-IN (localdev/fake_comfyui.py) -- this is NOT Wan2.2 Animate.
-         It speaks ComfyUI 0.33.0's API and runs workflows/model_free_still.json with ffmpeg:
-         the output is the avatar image held still for every driving frame, with the driving
-         audio. Everything else (queue API, worker, MinIO, checks) is the real code path.
+         It speaks ComfyUI 0.33.0's API and runs workflows/model_free_chunked.json with ffmpeg:
+         the output is the driving video with the avatar inset, made in chunks of one second
+         (one prompt each, as the real workflow makes a long video), with the driving audio.
+         Everything else (queue API, worker, chunk encode and join, MinIO, checks) is the real
+         code path.
          Set COMFY_URL to a real ComfyUI (GPU, models installed) to run the real workflow."""
 
 

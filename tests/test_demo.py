@@ -68,7 +68,7 @@ def test_demo_runs_the_main_job_end_to_end_and_stops_everything() -> None:
     assert (REPO / ".work" / "demo" / "output.mp4").stat().st_size > 0
     # The pictures of what came out, and where they are.
     demo_dir = REPO / ".work" / "demo"
-    assert "joins:      2 (output frames [77, 149]); output motion: no motion; 0 stand out" in output
+    assert "joins:      2 (output frames [77, 149]); output motion: moving; 0 stand out" in output
     for name in ("contact_sheet.png", "timeline.png"):
         assert f"picture:    .work/demo/{name}" in output, output
         with Image.open(demo_dir / name) as picture:
