@@ -243,3 +243,25 @@ def test_a_damaged_kept_chunk_is_made_again(stack: Stack, media: Media, tmp_path
     check_output(stack, result, media, tmp_path)
     assert result["chunks"]["resumed"] == 0
     assert stack.prompts() - before == 3
+
+
+def test_a_job_that_fails_in_a_later_chunk_leaves_nothing_behind(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed job is not delivered again, so its kept chunks are deleted with it."""
+    armed: list[bool] = []
+
+    def progress(job: Any, payload: dict[str, Any]) -> None:
+        stack.progress.append(payload)
+        if payload.get("chunk") == 2 and not armed:
+            armed.append(True)  # chunk 1 is done; chunk 2's output node fails
+            stack.comfy.set_fault("runtime_error", exception_message="boom in chunk 2")
+
+    monkeypatch.setattr(runpod.serverless, "progress_update", progress)
+    result = stack.run(job_input(), "job-fails")
+    assert result.get("error_code") == "GENERATION_FAILED", result
+    assert "boom in chunk 2" in result["error"]
+    assert stack.prompts() == 2 and armed
+    assert stack.scratch() == []
+    written = stack.s3.keys()
+    assert not [key for key in written if key.startswith("outputs/")]

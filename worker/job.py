@@ -324,8 +324,21 @@ class _Job:
             if self.chunk_store is not None:
                 self.chunk_store.clear()
             return self._result(request, key, video, seed, reused=False)
+        except Exception:
+            # A job that fails here is over (RunPod delivers again only a job whose worker died,
+            # and then this code never runs): its kept chunks would never be used.
+            self._discard_chunks()
+            raise
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _discard_chunks(self) -> None:
+        if self.chunk_store is None:
+            return
+        try:
+            self.chunk_store.clear()
+        except WorkerError as exc:
+            log_event("chunks_not_discarded", self.job_id, level="warning", error=exc.message)
 
     # -- steps -------------------------------------------------------------------------
 
@@ -452,6 +465,7 @@ class _Job:
         store = None
         if len(chunks) > 1:
             store = ChunkStore(runner.storage, self.settings.scratch_prefix, self.job_id, job_fingerprint)
+            self.chunk_store = store
         parts = [work_dir / f"chunk-{chunk.index:04d}.mp4" for chunk in chunks]
         done = self._resumed_chunks(store, chunks, parts) if store is not None else 0
         self.chunks = {"count": len(chunks), "resumed": done}
@@ -500,7 +514,6 @@ class _Job:
                 raise
         with self.clock.measure("postprocess"):
             join_chunks(parts, generated, fps=OUTPUT_FPS)
-        self.chunk_store = store
         return generated
 
     def _resumed_chunks(self, store: ChunkStore, chunks: list[Chunk], parts: list[Path]) -> int:
