@@ -125,3 +125,18 @@ def test_the_worker_knows_every_manifest_variant() -> None:
 
     manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
     assert list(MODEL_VARIANTS) == [manifest["default_variant"], *manifest["alternatives"]]
+
+
+def test_a_broken_chunk_continuation_stops_the_start(tmp_path: Path) -> None:
+    """The second chunk's graph is checked at start: a handoff loading 8-bit images (LoadImage) in
+    place of the previous chunk's float32 frames is refused before any job."""
+    graph = json.loads((REPO_ROOT / "workflows/wan22_animate_replace.json").read_text())
+    bindings = json.loads((REPO_ROOT / "workflows/wan22_animate_replace.bindings.json").read_text())
+    bindings["windows"]["handoff"]["load"].update({"class_type": "LoadImage", "input": "image"})
+    (tmp_path / "wf.json").write_text(json.dumps(graph))
+    (tmp_path / "wf.bindings.json").write_text(json.dumps(bindings))
+    JobRunner(Settings.from_env({**ENV, "WORKFLOW": str(tmp_path / "wf.json"), "CHUNK_WINDOWS": "0"}))
+    with pytest.raises(WorkerError) as caught:
+        JobRunner(Settings.from_env({**ENV, "WORKFLOW": str(tmp_path / "wf.json")}))
+    assert caught.value.code is ErrorCode.WORKFLOW_INVALID
+    assert any("continue_motion" in problem for problem in caught.value.details["problems"])

@@ -129,11 +129,25 @@ class JobRunner:
         return graph
 
     def _check_workflow_at_start(self) -> None:
-        """A broken workflow stops the worker at start, not on the first job."""
-        for frames in (1, 150):
+        """A broken workflow stops the worker at start, not on the first job: one short clip, one of
+        two windows, and a long clip's second and last chunks (the continuation wiring)."""
+        long_clip = 1000
+        chunks = self.workflow.chunks(long_clip, chunk_windows=self.settings.chunk_windows)
+        checks: list[tuple[int, Chunk | None]] = [(1, None), (150, None)]
+        checks += [(long_clip, chunk) for chunk in {chunks[1], chunks[-1]}] if len(chunks) > 1 else []
+        for frames, chunk in checks:
+            params = self.workflow.example_params(
+                chunk.frames if chunk else frames, filename_prefix="wan-worker/start-check"
+            )
             try:
                 self.checked_graph(
-                    self.workflow.example_params(frames, filename_prefix="wan-worker/start-check")
+                    params,
+                    chunk=chunk,
+                    clip_frames=frames,
+                    driving_frames=chunk.slice_frames if chunk else frames,
+                    motion_file="wan-worker/start-check/motion.safetensors"
+                    if chunk and chunk.continues
+                    else None,
                 )
             except WorkerError as exc:
                 if not any("model manifest" in p for p in exc.details.get("problems", [])):
