@@ -7,6 +7,11 @@ fake ComfyUI writing a still video, not Wan: the numbers that matter here are ev
 around it, which is the worker's own cost.
 
     make bench                     # or: .venv/bin/python -m bench.stage_bench --runs 3
+    python -m bench.stage_bench --chunk-frames 288 --seconds 60 --runs 1   # the chunk path
+
+``--chunk-frames N`` runs the chunked stand-in (``workflows/model_free_chunked.json``) with chunks
+of N frames (288 = the pinned workflow's 4 windows after the first chunk): the worker's side of a
+chunked job (slices, encodes while the next chunk runs, stream-copy join, chunks kept in MinIO).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="jobs per video (median reported)")
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
+    parser.add_argument(
+        "--chunk-frames", type=int, help="run the chunked stand-in with chunks of this many frames"
+    )
     args = parser.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="stage-bench-"))
@@ -94,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_port(s3_port)
         wait_for_port(comfy_port)
 
+        workflow = "workflows/model_free_still.json"
+        if args.chunk_frames:
+            workflow = str(chunked_workflow(scratch, args.chunk_frames))
         client = Minio(f"127.0.0.1:{s3_port}", access_key="bench", secret_key="bench-secret", secure=False)
         client.make_bucket(BUCKET)
         avatar = make_avatar_image(scratch / "avatar.png", width=768, height=1024)
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "COMFY_URL": f"http://127.0.0.1:{comfy_port}",
             "COMFY_INPUT_DIR": str(comfy_in),
             "COMFY_OUTPUT_DIR": str(comfy_out),
-            "WORKFLOW": "workflows/model_free_still.json",
+            "WORKFLOW": workflow,
             "WORK_DIR": str(scratch / "work"),
             "MAX_VIDEO_DURATION_S": "600",
             "JOB_TIMEOUT_S": "3600",
@@ -167,8 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def chunked_workflow(folder: Path, chunk_frames: int) -> Path:
+    """A copy of the chunked stand-in with ``chunk_frames`` frames per chunk."""
+    source = REPO / "workflows" / "model_free_chunked.json"
+    bindings = json.loads(source.with_suffix(".bindings.json").read_text())
+    bindings["chunks"] = {"frames": chunk_frames}
+    (folder / "chunked.json").write_text(source.read_text())
+    (folder / "chunked.bindings.json").write_text(json.dumps(bindings))
+    return folder / "chunked.json"
+
+
 def print_table(rows: list[tuple[float, list[dict]]]) -> None:
-    header = ["video", "frames", *STAGES, "total-inference", "worker peak MB", "ffmpeg peak MB"]
+    header = ["video", "frames", "chunks", *STAGES, "total-inference", "worker peak MB", "ffmpeg peak MB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for seconds, runs in rows:
@@ -178,6 +199,7 @@ def print_table(rows: list[tuple[float, list[dict]]]) -> None:
         cells = [
             f"{seconds:g} s 1080p30",
             str(runs[0]["result"]["video"]["frames"]),
+            str(runs[0]["result"].get("chunks", {}).get("count", 1)),
             *(f"{medians[stage]:.2f}" for stage in STAGES),
             f"{outside:.2f}",
             f"{max(run['peak_rss_mb'] for run in runs):.0f}",

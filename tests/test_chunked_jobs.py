@@ -29,6 +29,7 @@ import runpod
 import handler
 from localdev.fake_comfyui import FakeComfyUI
 from localdev.media_fixtures import make_avatar_image, make_driving_video
+from tests.support.comfy import worker_env
 from worker.media import conform_driving_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,15 +101,7 @@ def stack(
     s3.put(VIDEO_KEY, media.video)
     progress: list[dict[str, Any]] = []
     monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, payload: progress.append(payload))
-    env = {
-        **s3_env,
-        "COMFY_URL": fake_comfy.url,
-        "COMFY_INPUT_DIR": str(fake_comfy.input_dir),
-        "COMFY_OUTPUT_DIR": str(fake_comfy.output_dir),
-        "WORKFLOW": "workflows/model_free_chunked.json",
-        "WORK_DIR": str(tmp_path / "work"),
-        "PROGRESS_INTERVAL_S": "0",
-    }
+    env = worker_env(s3_env, fake_comfy, tmp_path / "work", "workflows/model_free_chunked.json")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     before = s3.snapshot()

@@ -28,6 +28,7 @@ from localdev.media_fixtures import (
     make_driving_video,
     make_truncated_mp4,
 )
+from tests.support.comfy import worker_env
 
 AVATAR_KEY = "inputs/avatar.png"
 VIDEO_KEY = "inputs/talk.mp4"
@@ -84,15 +85,7 @@ def stack(
     s3.put(SILENT_VIDEO_KEY, media.silent_video)
     progress: list[dict[str, Any]] = []
     monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, payload: progress.append(payload))
-    env = {
-        **s3_env,
-        "COMFY_URL": fake_comfy.url,
-        "COMFY_INPUT_DIR": str(fake_comfy.input_dir),
-        "COMFY_OUTPUT_DIR": str(fake_comfy.output_dir),
-        "WORKFLOW": "workflows/model_free_still.json",
-        "WORK_DIR": str(tmp_path / "work"),
-        "PROGRESS_INTERVAL_S": "0",
-    }
+    env = worker_env(s3_env, fake_comfy, tmp_path / "work", "workflows/model_free_still.json")
 
     def set_env(**overrides: str) -> None:
         for name, value in {**env, **overrides}.items():

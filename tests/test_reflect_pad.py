@@ -23,6 +23,7 @@ import torch
 from tests.support.wan_official import official_padding_indices, official_target_frames
 from worker.graph_check import ANIMATE_CLASSES
 from worker.windows import covered_frames, plan_windows
+from worker.windows import reflect_indices as worker_reflect_indices
 from worker.workflow import Workflow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,9 @@ reflect_pad = _load()
 )
 def test_padding_order_is_the_official_one(frames: int, target: int) -> None:
     assert reflect_pad.reflect_indices(frames, target) == official_padding_indices(frames, target)
+    # the worker's copy (chunk slices are padded by the worker; the node runs inside ComfyUI,
+    # which cannot import the worker)
+    assert worker_reflect_indices(frames, target) == official_padding_indices(frames, target)
 
 
 def test_the_node_pads_an_image_batch_by_reflection() -> None:

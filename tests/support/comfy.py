@@ -130,3 +130,17 @@ def probe_video(path: Path) -> dict[str, Any]:
         "audio": next((s for s in streams if s.get("codec_type") == "audio"), None),
         "format": info.get("format", {}),
     }
+
+
+def worker_env(s3_env: dict[str, str], server: FakeComfyUI, work_dir: Path, workflow: str) -> dict[str, str]:
+    """The worker's environment against the test S3 server and ``server``: ComfyUI's folders
+    shared, ``workflow`` (a path under the repository), progress sent at once."""
+    return {
+        **s3_env,
+        "COMFY_URL": server.url,
+        "COMFY_INPUT_DIR": str(server.input_dir),
+        "COMFY_OUTPUT_DIR": str(server.output_dir),
+        "WORKFLOW": workflow,
+        "WORK_DIR": str(work_dir),
+        "PROGRESS_INTERVAL_S": "0",
+    }
