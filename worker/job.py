@@ -506,14 +506,18 @@ class _Job:
                     for ahead in todo[position : position + 2]:
                         if store is not None and ahead.index not in slices:
                             slices[ahead.index] = media.submit(self._cut_slice, ahead, driving, work_dir)
-                    driving_input = slices.pop(chunk.index).result() if store is not None else driving.path
+                    driving_input = driving.path
+                    if store is not None:
+                        with self.clock.measure("prepare"):  # waiting for the slice, if at all
+                            driving_input = slices.pop(chunk.index).result()
                     output = self._run_prompt(
                         request, avatar_path, driving_input, seed, chunk, motion, driving
                     )
                     if store is not None:
                         driving_input.unlink(missing_ok=True)
                     if finishing is not None:
-                        finishing.result()  # one chunk's media at a time; a failure stops the job here
+                        with self.clock.measure("postprocess"):  # waiting for the previous encode
+                            finishing.result()  # one chunk's media at a time; a failure stops the job
                     if motion is not None:
                         motion.unlink()  # this chunk's prompt used it; the previous chunk's finish kept it
                     motion = output.motion
