@@ -1,14 +1,17 @@
-"""Host RAM of one prompt of the pinned Wan2.2 Animate graph, before chunking: a table, no GPU.
+"""Host RAM of the pinned Wan2.2 Animate graph's prompts, one prompt or chunks of K windows: tables, no GPU.
 
-    python bench/host_ram.py                          # 240, 721 and 1440 frames at 1280x720
-    python bench/host_ram.py --frames 240 --nodes     # every node's row too
+    python bench/host_ram.py                          # one prompt: 240, 721 and 1440 frames at 1280x720
+    python bench/host_ram.py --chunks                 # per K = 0 (one prompt), 1..6 windows a prompt
+    python bench/host_ram.py --frames 721 --chunk-windows 4 --nodes   # every node of the largest chunk
     python bench/host_ram.py --validate --comfy DIR   # toy run through ComfyUI's executor, compared
 
-The graph is the worker's own (``Workflow.load(...).build(example_params(N))``). For each node,
-in the order ComfyUI's executor runs that graph (``comfy_order``), the model gives the bytes of
-the CPU tensors its outputs add (a view of an input adds nothing) and the transient working set
-inside the node, both read from the pinned node code (ComfyUI 0.33.0, WanAnimatePreprocess,
-segment-anything-2, KJNodes; ``node_ram`` and each row's "what" say which tensors). Two peaks:
+The graphs are the worker's own: ``Workflow.chunks(N, chunk_windows=K)`` and, per chunk,
+``Workflow.build(params, chunk=..., clip_frames=N, motion_file=...)`` with the parameters
+``Job._run_prompt`` sets (``chunk_graphs``). For each node, in the order ComfyUI's executor runs
+that graph (``comfy_order``), the model gives the bytes of the CPU tensors its outputs add (a view
+of an input adds nothing) and the transient working set inside the node, both read from the
+pinned node code (ComfyUI 0.33.0, WanAnimatePreprocess, segment-anything-2, KJNodes, this
+repository's comfyui_nodes; ``node_ram`` and each row's "what" say which tensors). Two peaks:
 
 * **cached**: ComfyUI's default cache (``RAMPressureCache``, what ``main.py`` starts) keeps every
   node output of the prompt until the prompt ends (and until the next prompt's first node has run).
@@ -18,6 +21,14 @@ segment-anything-2, KJNodes; ``node_ram`` and each row's "what" say which tensor
   pending node will read. Peak = max over nodes of (outputs still to be read + this node's output
   and transient): no host with less RAM than this can run the prompt at all.
 
+Between the prompts of one job (``model_job``): the cache keys are input signatures, so a node
+whose inputs (and their ancestors) equal a node of the previous prompt is a cache hit and does not
+run (the model loaders and the two text encodes); every other node differs (the worker uploads each
+chunk's avatar, driving slice and motion frames under a fresh name). The previous prompt's entries
+stay until the next prompt's first executed node has finished (``ram_release(ram_inactive)``, whose
+target, min(128 GiB, total RAM), is above what is free on any host of <= 128 GiB), so the job's peak
+is the largest of each prompt's peak and of (previous prompt's outputs + the next one's first node).
+
 Model weights (DiT, umt5, VAE, CLIP-H, ONNX, SAM2) and the Python/torch baseline are not counted:
 they do not grow with the video. Latents and conditioning are counted: ComfyUI keeps them on
 ``intermediate_device()``, the CPU (only ``--gpu-only`` puts them on the GPU).
@@ -26,9 +37,12 @@ they do not grow with the video. Latents and conditioning are counted: ComfyUI k
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import shutil
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +58,11 @@ TEXT_TOKENS, TEXT_DIM = 512, 4096  # umt5-xxl conditioning as CLIPTextEncode ret
 CLIP_VISION = (2 * 257 * 1280 + 1024) * F32  # last_hidden_state, penultimate_hidden_states, image_embeds
 AUDIO_RATE, AUDIO_CHANNELS = 48000, 2  # the conformed driving video's audio, float32 planar
 X264_BUFFERS = 64 * 2**20  # SaveVideo: libx264 lookahead/reference frames (estimate, not a tensor)
+MOTION_FRAMES = 5  # WanWorkerSaveChunk's motion_frames when the graph does not say (windows.motion_frames)
 GB = 1e9
+WORKFLOW = ROOT / "workflows" / "wan22_animate_replace.json"
+OUTPUT_CLASSES = ("SaveVideo", "WanWorkerSaveChunk")  # OUTPUT_NODE classes of the pinned graphs, old and new
+CHUNK_WINDOWS = (0, 1, 2, 3, 4, 5, 6)  # --chunks: K = 0 is one prompt for the whole clip
 
 MODEL_OUTPUTS = {
     "CLIPVisionLoader", "UNETLoader", "StrictLoraLoaderModelOnly", "LoraLoaderModelOnly", "ModelSamplingSD3",
@@ -88,6 +106,7 @@ class NodeRam:
     transient: int  # bytes inside the node on top of its inputs and outputs, at its worst moment
     what: str
     consumers: list[str] = field(default_factory=list)
+    ran: bool = True  # False: a cache hit from the previous prompt (held, not executed)
 
 
 def _link(value: Any) -> str | None:
@@ -97,18 +116,22 @@ def _link(value: Any) -> str | None:
 
 
 def comfy_order(
-    graph: Mapping[str, Mapping[str, Any]], output_classes: Iterable[str] = ("SaveVideo",)
+    graph: Mapping[str, Mapping[str, Any]],
+    output_classes: Iterable[str] = OUTPUT_CLASSES,
+    cached: Iterable[str] = (),
 ) -> list[str]:
-    """The order ComfyUI 0.33.0 runs a fresh prompt in (nothing cached, no async or lazy inputs):
-    ``TopologicalSort.add_node`` from each output node (depth-first, a stack, so pending nodes are in
-    that visiting order), then ``ExecutionList.ux_friendly_pick_node`` among the ready nodes: an
-    output node first, then one that blocks an output node, then one two links from it, else the
-    first ready one. ``--validate`` checks it against the order the executor really ran."""
+    """The order ComfyUI 0.33.0 runs a prompt in (no async or lazy inputs): ``TopologicalSort.add_node``
+    from each output node (depth-first, a stack, so pending nodes are in that visiting order; a
+    ``cached`` node, a hit in the output cache, is neither added nor waited for), then
+    ``ExecutionList.ux_friendly_pick_node`` among the ready nodes: an output node first, then one that
+    blocks an output node, then one two links from it, else the first ready one. ``--validate`` checks
+    it against the order the executor really ran."""
     outputs = set(output_classes)
+    hits = set(cached)
     pending: dict[str, bool] = {}
     blocks: dict[str, int] = {}
     blocking: dict[str, dict[str, bool]] = {}
-    for start in [nid for nid, node in graph.items() if node["class_type"] in outputs]:
+    for start in [nid for nid, node in graph.items() if node["class_type"] in outputs and nid not in hits]:
         stack, links = [start], []
         while stack:
             uid = stack.pop()
@@ -116,7 +139,7 @@ def comfy_order(
                 continue
             pending[uid], blocks[uid], blocking[uid] = True, 0, {}
             for value in graph[uid]["inputs"].values():
-                if (parent := _link(value)) in graph:
+                if (parent := _link(value)) in graph and parent not in hits:
                     stack.append(parent)
                     links.append((parent, uid))
         for parent, uid in links:
@@ -243,59 +266,243 @@ def node_ram(
         return row(n, n * img, 0, "IMAGE: torch.cat of the windows")
     if cls == "CreateVideo":
         return row(upstream, 0, 0, "VIDEO: references the frames")
+    if cls == "WanWorkerLoadMotionFrames":
+        n = motion_frames(graph)
+        return row(n, n * img, 0, f"IMAGE: the previous chunk's last {n} frames, float32 (safetensors)")
+    if cls == "WanWorkerSaveChunk":
+        # quantize(): images * 255 and its .clamp(0, 255) are both float32 copies of the whole chunk
+        # before .to(uint8); the motion tail is a view written from its pointer. Returns no outputs.
+        parent = _link(inputs["images"])
+        n = sizes[parent].frames if parent in sizes else 0
+        return row(0, 0, 2 * n * img, "no outputs; quantize: x*255 and clamp copies, then uint8")
     if cls == "SaveVideo":
         return row(0, 0, 9 * img // 4 + X264_BUFFERS, "one frame at a time (x255, clamp, uint8) + x264")
     return row(upstream, 0, 0, f"class {cls} not modelled: 0")
 
 
+def motion_frames(graph: Mapping[str, Mapping[str, Any]]) -> int:
+    """Frames a chunk hands on (the save node's motion_frames: the same in every chunk's graph)."""
+    for node in graph.values():
+        if node["class_type"] == "WanWorkerSaveChunk" and isinstance(
+            node["inputs"].get("motion_frames"), int
+        ):
+            return int(node["inputs"]["motion_frames"])
+    return MOTION_FRAMES
+
+
 @dataclass
 class Prompt:
-    frames: int
+    frames: int  # driving frames of the video the prompt loads (the clip, or a chunk's slice)
     padded: int
     windows: int
-    nodes: list[NodeRam]
+    nodes: list[NodeRam]  # cache hits first (not run), then the nodes run, in order
     cached_peak: int
     cached_at: str
     floor_peak: int
     floor_at: str
     held_at_end: int
 
+    @property
+    def order(self) -> list[str]:
+        """The nodes it runs, in order (cache hits left out)."""
+        return [n.node for n in self.nodes if n.ran]
+
 
 def model_graph(
-    graph: Mapping[str, Mapping[str, Any]], frames: int, dims: Dims, order: Iterable[str] | None = None
+    graph: Mapping[str, Mapping[str, Any]],
+    frames: int,
+    dims: Dims,
+    order: Iterable[str] | None = None,
+    cached: Iterable[str] = (),
 ) -> Prompt:
-    order = list(order) if order is not None else comfy_order(graph)
+    """One prompt of ``frames`` driving frames. ``cached``: nodes that are hits in the output cache
+    (held from the start, not run)."""
+    hits = [nid for nid in graph if nid in set(cached)]
+    order = list(order) if order is not None else comfy_order(graph, cached=hits)
+    full = [*hits, *order]  # hits are sized (and held) as if they had run first
     sizes: dict[str, NodeRam] = {}
-    for node_id in order:
+    for node_id in full:
         sizes[node_id] = node_ram(graph, node_id, sizes, dims, frames)
-    for node_id in order:
+    for node_id in hits:
+        sizes[node_id].ran, sizes[node_id].transient = False, 0
+    for node_id in full:
         for value in graph[node_id]["inputs"].values():
             parent = _link(value)
             if parent in sizes:
                 sizes[parent].consumers.append(node_id)
-    cached = floor = 0
+    cached_peak = floor = 0
     cached_at = floor_at = ""
     held = 0
-    for index, node_id in enumerate(order):
+    for index, node_id in enumerate(full):
         this = sizes[node_id]
         held += this.output
-        if held + this.transient > cached:
-            cached, cached_at = held + this.transient, node_id
-        later = set(order[index:])
-        live = sum(s.output for nid, s in sizes.items() if nid in order[:index] and later & set(s.consumers))
+        if held + this.transient > cached_peak:
+            cached_peak, cached_at = held + this.transient, node_id
+        later = set(full[index:])
+        live = sum(s.output for nid, s in sizes.items() if nid in full[:index] and later & set(s.consumers))
         if live + this.output + this.transient > floor:
             floor, floor_at = live + this.output + this.transient, node_id
     padded = max((s.frames for s in sizes.values() if s.class_type == "ImageBatchReflectPad"), default=frames)
     windows = sum(1 for s in sizes.values() if s.class_type in ANIMATE)
-    nodes = [sizes[nid] for nid in order]
-    return Prompt(frames, padded, windows, nodes, cached, cached_at, floor, floor_at, held)
+    nodes = [sizes[nid] for nid in full]
+    return Prompt(frames, padded, windows, nodes, cached_peak, cached_at, floor, floor_at, held)
 
 
 def worker_graph(frames: int) -> dict[str, Any]:
+    """The one-prompt graph for ``frames`` (K = 0; what a clip of at most K windows also gets)."""
     from worker.workflow import Workflow
 
-    workflow = Workflow.load(ROOT / "workflows" / "wan22_animate_replace.json")
+    workflow = Workflow.load(WORKFLOW)
     return workflow.build(workflow.example_params(frames))
+
+
+# ------------------------------------------------------------------------------------ chunked jobs
+@dataclass(frozen=True)
+class ChunkGraph:
+    chunk: Any  # worker.chunks.Chunk
+    graph: dict[str, Any]
+    driving_frames: int  # frames of the video its LoadVideo reads: the clip, or the chunk's slice
+    audio: bool  # that video has the driving audio (one prompt: the conformed video; a slice has none)
+
+
+def worker_names(index: int) -> dict[str, str]:
+    """A chunk prompt's input names as ``Job._run_prompt`` makes them: a fresh folder per prompt."""
+    attempt = f"wan-worker/job-{index:04d}"
+    return {
+        "image": f"{attempt}/avatar.png",
+        "driving_video": f"{attempt}/driving.mp4",
+        "motion": f"{attempt}/motion.safetensors",
+        "filename_prefix": attempt,
+    }
+
+
+def chunk_graphs(
+    frames: int,
+    chunk_windows: int | None,
+    *,
+    workflow_path: Path = WORKFLOW,
+    env: Mapping[str, str] | None = None,
+    width: int = 1280,
+    height: int = 720,
+    names: Callable[[int], dict[str, str]] = worker_names,
+) -> list[ChunkGraph]:
+    """The prompts the worker submits for a clip of ``frames`` frames with ``CHUNK_WINDOWS=K``
+    (``Job._generate`` / ``_run_prompt``): ``Workflow.chunks``, then per chunk ``build(chunk=...)``
+    (``chunk=None`` when the clip is one chunk), ``params.frames`` = the frames the chunk adds, the
+    driving video = the chunk's slice (video only, ``cut_slice``) or the whole conformed clip.
+    ``chunk_windows`` None: the workflow's own ``windows.chunk_windows``."""
+    from worker.workflow import Workflow, WorkflowParams
+
+    workflow = Workflow.load(workflow_path, env={} if env is None else env)
+    result = []
+    for chunk in workflow.chunks(frames, chunk_windows=chunk_windows):
+        chunked = chunk.count > 1
+        name = names(chunk.index)
+        params = WorkflowParams(
+            image=name["image"],
+            driving_video=name["driving_video"],
+            frames=chunk.frames,
+            filename_prefix=name["filename_prefix"],
+            seed=int(workflow.defaults.get("seed", 42)),
+            prompt=str(workflow.defaults.get("prompt", "")),
+            negative_prompt=str(workflow.defaults.get("negative_prompt", "")),
+            width=width,
+            height=height,
+            fps=24.0,
+        )
+        graph = workflow.build(
+            params,
+            chunk=chunk if chunked else None,
+            clip_frames=frames,
+            motion_file=name["motion"] if chunk.continues else None,
+        )
+        driving = chunk.slice_frames if chunked else frames
+        result.append(ChunkGraph(chunk, graph, driving, audio=not chunked))
+    return result
+
+
+def signatures(graph: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each node's output-cache key, as ``CacheKeySetInputSignature`` makes it: its class, its constant
+    inputs and its ancestors' keys (a Merkle digest here, so node ids do not matter). File inputs are
+    compared by name (the worker's names are fresh per prompt, so ``IS_CHANGED`` decides nothing more)."""
+    keys: dict[str, str] = {}
+
+    def key(node_id: str) -> str:
+        if node_id in keys:
+            return keys[node_id]
+        node = graph[node_id]
+        parts: list[Any] = [node["class_type"]]
+        for name in sorted(node["inputs"]):
+            value = node["inputs"][name]
+            parent = _link(value)
+            parts.append([name, ["link", key(parent), value[1]] if parent in graph else value])
+        keys[node_id] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return keys[node_id]
+
+    for node_id in graph:
+        key(node_id)
+    return keys
+
+
+def cache_hits(
+    previous: Mapping[str, Mapping[str, Any]] | None, graph: Mapping[str, Mapping[str, Any]]
+) -> set[str]:
+    """Nodes of ``graph`` whose output the previous prompt left in the cache (same signature)."""
+    if previous is None:
+        return set()
+    before = set(signatures(previous).values())
+    return {nid for nid, sig in signatures(graph).items() if sig in before}
+
+
+@dataclass
+class Job:
+    frames: int
+    chunk_windows: int | None
+    chunks: list[ChunkGraph]
+    prompts: list[Prompt]
+    transitions: list[int]  # per prompt after the first: the previous prompt's outputs + its first node
+
+    @property
+    def cached_peak(self) -> int:
+        return max([p.cached_peak for p in self.prompts] + self.transitions)
+
+    @property
+    def floor_peak(self) -> int:
+        return max(p.floor_peak for p in self.prompts)
+
+    @property
+    def largest(self) -> int:
+        """Index of the prompt with the highest default-cache peak."""
+        return max(range(len(self.prompts)), key=lambda i: self.prompts[i].cached_peak)
+
+    @property
+    def at(self) -> str:
+        """Where the job's default-cache peak is: 'chunk i, node n' or 'chunk i starting'."""
+        best = self.largest
+        transition = max(range(len(self.transitions)), key=lambda i: self.transitions[i], default=None)
+        if transition is not None and self.transitions[transition] > self.prompts[best].cached_peak:
+            return f"chunk {transition + 2} starting"
+        return f"chunk {best + 1}, node {self.prompts[best].cached_at}"
+
+
+def model_job(frames: int, chunk_windows: int | None, dims: Dims, **build: Any) -> Job:
+    """Every prompt of a clip of ``frames`` frames run as chunks of ``chunk_windows`` windows
+    (0: one prompt), in sequence on one ComfyUI: each prompt's hits in the previous one's outputs,
+    and at each change of prompt the previous outputs held through the next prompt's first node."""
+    chunks = chunk_graphs(frames, chunk_windows, **build)
+    prompts: list[Prompt] = []
+    transitions: list[int] = []
+    previous: dict[str, Any] | None = None
+    for item in chunks:
+        hits = cache_hits(previous, item.graph)
+        prompt_dims = replace(dims, audio=dims.audio and item.audio)
+        prompt = model_graph(item.graph, item.driving_frames, prompt_dims, cached=hits)
+        if prompts:
+            first = next(n for n in prompt.nodes if n.ran)
+            transitions.append(prompts[-1].held_at_end + first.output + first.transient)
+        prompts.append(prompt)
+        previous = item.graph
+    return Job(frames, chunk_windows, chunks, prompts, transitions)
 
 
 def by_class(prompt: Prompt) -> list[tuple[str, int, int, int, int]]:
@@ -314,9 +521,11 @@ def _gb(value: int) -> str:
     return f"{value / GB:.2f}"
 
 
-def render(prompts: list[Prompt], dims: Dims) -> str:
-    head = " | ".join(f"{p.frames} fr: out GB / transient GB" for p in prompts)
-    lines = [f"| class (nodes at {prompts[-1].frames} fr) | {head} |", "|---|" + "---:|" * len(prompts)]
+def render(prompts: list[Prompt], dims: Dims, labels: list[str] | None = None) -> str:
+    """Per class: output and largest transient, one column per prompt (``labels``: the column heads)."""
+    labels = labels or [f"{p.frames} fr" for p in prompts]
+    head = " | ".join(f"{label}: out GB / transient GB" for label in labels)
+    lines = [f"| class (nodes in the last column) | {head} |", "|---|" + "---:|" * len(prompts)]
     classes = {c: None for p in prompts for c, *_ in by_class(p)}
     table = [{c: (o, t, k) for c, k, _f, o, t in by_class(p)} for p in prompts]
     for c in classes:
@@ -324,7 +533,7 @@ def render(prompts: list[Prompt], dims: Dims) -> str:
         count = table[-1].get(c, (0, 0, 0))[2]
         lines.append(f"| {c} ({count}) | " + " | ".join(cells) + " |")
     rows = [
-        ("padded frames / windows", lambda p: f"{p.padded} / {p.windows}"),
+        ("driving frames (padded) / windows", lambda p: f"{p.frames} ({p.padded}) / {p.windows}"),
         ("**all outputs held at the end** (GB)", lambda p: f"**{_gb(p.held_at_end)}**"),
         ("**peak, default cache** (GB) at node", lambda p: f"**{_gb(p.cached_peak)}** at {p.cached_at}"),
         ("**floor, cache evicting** (GB) at node", lambda p: f"**{_gb(p.floor_peak)}** at {p.floor_at}"),
@@ -332,14 +541,6 @@ def render(prompts: list[Prompt], dims: Dims) -> str:
          lambda p: f"{p.cached_peak / p.frames / 1e6:.1f} / {p.floor_peak / p.frames / 1e6:.1f}"),
     ]  # fmt: skip
     for label, cell in rows:
-        if label.startswith("peak per"):
-            pairs = list(zip([None, *prompts], prompts, strict=False))
-            marginal = [
-                "–" if a is None else f"{(b.cached_peak - a.cached_peak) / (b.frames - a.frames) / 1e6:.1f}"
-                for a, b in pairs
-            ]
-            lines.append("| peak per extra driving frame (MB), cached, vs the column before | "
-                         + " | ".join(marginal) + " |")  # fmt: skip
         lines.append(f"| {label} | " + " | ".join(cell(p) for p in prompts) + " |")
     lines.append("")
     lines.append(
@@ -350,13 +551,49 @@ def render(prompts: list[Prompt], dims: Dims) -> str:
     return "\n".join(lines)
 
 
+def _seconds(frames: int) -> str:
+    return f"{frames / 24:.0f} s"
+
+
+def chunk_rows(jobs: Mapping[tuple[int, int], Job], frames: list[int], ks: Iterable[int]) -> list[str]:
+    """The rows of ``render_chunks``' table, one per K (tests compare bench/README.md with them)."""
+    rows = []
+    for k in ks:
+        cells = []
+        for n in frames:
+            job = jobs[(n, k)]
+            cells.append(f"**{_gb(job.cached_peak)}** / {_gb(job.floor_peak)} · {len(job.prompts)}")
+        largest = jobs[(frames[-1], k)].prompts[jobs[(frames[-1], k)].largest]
+        name = "0 (one prompt)" if k == 0 else str(k)
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {largest.frames} / {largest.windows} |")
+    return rows
+
+
+def render_chunks(jobs: Mapping[tuple[int, int], Job], frames: list[int], ks: Iterable[int]) -> str:
+    """Per K windows a prompt and clip length: the job's peak on the default cache / floor · prompts."""
+    ks = list(ks)
+    head = " | ".join(f"{n} fr ({_seconds(n)})" for n in frames)
+    lines = [
+        f"| K windows a prompt | {head} | largest prompt at {frames[-1]} fr: driving frames / windows |",
+        "|---|" + "---:|" * (len(frames) + 1),
+        *chunk_rows(jobs, frames, ks),
+        "",
+        "Each cell: **the job's peak on the default cache** / floor with the cache evicting (GB) · prompts. "
+        "The peak is the largest prompt's or, at a change of prompt, the previous prompt's outputs plus the "
+        "next one's first node; both grow with K, not with the clip, once the clip has more than K windows.",
+    ]
+    for k in ks:
+        where = "; ".join(f"{n} fr: {jobs[(n, k)].at}" for n in frames)
+        lines.append(f"K = {k}: peak at {where}.")
+    return "\n".join(lines)
+
+
 def render_nodes(prompt: Prompt) -> str:
     lines = ["| node | class | frames | output MB | transient MB | what |", "|---:|---|---:|---:|---:|---|"]
     for n in prompt.nodes:
-        lines.append(
-            f"| {n.node} | {n.class_type} | {n.frames} | {n.output / 1e6:.1f} | "
-            f"{n.transient / 1e6:.1f} | {n.what} |"
-        )
+        what = n.what if n.ran else f"cache hit (not run): {n.what}"
+        sizes = f"{n.output / 1e6:.1f} | {n.transient / 1e6:.1f}"
+        lines.append(f"| {n.node} | {n.class_type} | {n.frames} | {sizes} | {what} |")
     return "\n".join(lines)
 
 
@@ -390,9 +627,46 @@ def cached_bytes(outputs: Any, seen: set[int]) -> int:
     return total
 
 
-def validate(comfy: Path, frames: int, out: Path, extra: list[str] | None = None) -> int:
+def toy_names(index: int) -> dict[str, str]:
+    """--validate: each prompt's inputs under a fresh name, as the worker uploads them."""
+    return {
+        "image": f"host-ram/c{index}/avatar.png",
+        "driving_video": f"host-ram/c{index}/driving.mp4",
+        "motion": f"host-ram/c{index}/motion.safetensors",
+        "filename_prefix": f"host-ram/c{index}",
+    }
+
+
+def make_slice_video(path: Path, *, frames: int, width: int, height: int, fps: int = 24) -> Path:
+    """A chunk's driving slice as ``cut_slice`` writes it: H.264 yuv420p, video only (no audio)."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            rgb = np.stack(
+                [(x + 4 * index) % 256, (y + 4 * index) % 256, np.full_like(x, 3 * index % 256)], -1
+            )
+            for packet in video.encode(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    return path
+
+
+def validate(
+    comfy: Path, frames: int, out: Path, extra: list[str] | None = None, chunk_windows: int = 0
+) -> int:
     """The pinned graph at toy size (``gpu_bench --tiny --cpu`` setup: 64x64, stand-ins for the packs),
-    run by ComfyUI's executor; every node's cached CPU tensor bytes compared with the model's."""
+    as the prompts of a job of ``frames`` frames in chunks of ``chunk_windows`` windows (0: one
+    prompt), run one after the other by one ComfyUI executor, as the worker runs them. After each
+    prompt every node's cached CPU tensor bytes are compared with the model's, the nodes ComfyUI did
+    not run with the cache hits the model predicts, its order with ``comfy_order``; at each change of
+    prompt, the previous prompt's entries still in the cache before and after the first node."""
     import psutil
 
     from bench import gpu_bench
@@ -408,59 +682,135 @@ def validate(comfy: Path, frames: int, out: Path, extra: list[str] | None = None
     set_env_defaults()
     runtime = ComfyRuntime(opts.comfy, cpu=True, work_dir=opts.work)
     runtime.start()
+    import folder_paths
     import torch
 
     runtime.load_custom_node(gpu_bench.ATTENTION_NODE)
     runtime.load_custom_node(gpu_bench.GRAPH_NODES)
-    graph, _ = gpu_bench.build_graph(opts)
-    runtime.server.stand_ins = gpu_bench.register_stand_ins(graph, True, results)
-    graph = gpu_bench.override_inputs(graph, opts, results, runtime.server.stand_ins)
-    gpu_bench.make_inputs(opts)
-    gpu_bench.make_models(opts, graph, torch.device("cpu"), results, runtime.server.stand_ins)
-    process = psutil.Process()
-    rss: dict[str, int] = {}
-    runtime.server.on_node = lambda run: rss.__setitem__(run.node, process.memory_info().rss)
-    before = process.memory_info().rss
-    runs, _ = runtime.run(graph)
-    order = [r.node for r in runs]
-    measured: dict[str, int] = {}
-    seen: set[int] = set()
+    chunks = chunk_graphs(
+        frames, chunk_windows, workflow_path=opts.workflow, env={"WAN_STEPS": "1"},
+        width=opts.width, height=opts.height, names=toy_names,
+    )  # fmt: skip
+    stand_ins = gpu_bench.register_stand_ins(chunks[0].graph, True, results)
+    runtime.server.stand_ins = stand_ins
+    graphs = [gpu_bench.override_inputs(c.graph, opts, results, stand_ins) for c in chunks]
+    gpu_bench.make_inputs(opts)  # bench_avatar.png and the whole clip (H.264 + AAC) in the input folder
+    gpu_bench.make_models(opts, graphs[0], torch.device("cpu"), results, stand_ins)
+    input_dir, output_dir = (
+        Path(folder_paths.get_input_directory()),
+        Path(folder_paths.get_output_directory()),
+    )
     cache = runtime.executor.caches.outputs
-    for node_id in order:
-        entry = cache.get_local(node_id)
-        measured[node_id] = cached_bytes(entry.outputs, seen) if entry is not None else -1
-    dims = Dims(width=opts.width, height=opts.height, avatar=(96, 128), vae_bf16=False)
-    emulated = comfy_order(graph)
-    model = model_graph(graph, frames, dims, order=order)
-    predicted = {n.node: n for n in model.nodes}
-    lines = [
-        f"# toy run: {opts.width}x{opts.height}, {frames} frames, {model.windows} windows, "
-        f"padded {model.padded}",
-        "",
-        "| node | class | predicted B | in ComfyUI's cache B | diff |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    worst = 0.0
-    for node_id in order:
-        p, m = predicted[node_id].output, measured[node_id]
-        diff = (m - p) / max(p, 1)
-        if p >= 1024 or m >= 1024:
-            worst = max(worst, abs(diff))
-        lines.append(f"| {node_id} | {graph[node_id]['class_type']} | {p} | {m} | {diff * 100:+.1f} % |")
-    total_p, total_m = model.held_at_end, sum(v for v in measured.values() if v > 0)
-    lines += [
-        "",
-        f"all outputs held at the end: predicted {total_p} B, in the cache {total_m} B "
-        f"({(total_m - total_p) / total_p * 100:+.2f} %); worst node (>= 1 KiB) {worst * 100:.1f} %",
-        f"process RSS growth over the prompt: {(max(rss.values(), default=before) - before) / 1e6:.0f} MB "
-        "(at toy size dominated by the models loaded, not the frames)",
-        f"execution order: ComfyUI ran {' '.join(order)}; comfy_order() gives "
-        + ("the same" if emulated == order else " ".join(emulated) + " (DIFFERENT)"),
-    ]
+
+    def old_entries() -> tuple[int, int]:
+        """(entries, CPU tensor bytes) the cache holds from earlier prompts (not used by this one): the
+        bytes their eviction frees, so storages a current entry also holds (the text conditioning
+        inside the old conditioning) are not counted."""
+        items = list(cache.cache.items())
+        current = [e for k, e in items if cache.used_generation.get(k, 0) >= cache.generation]
+        old = [e for k, e in items if cache.used_generation.get(k, 0) < cache.generation]
+        seen: set[int] = set()
+        for entry in current:
+            cached_bytes(entry.outputs, seen)
+        return len(old), sum(cached_bytes(e.outputs, seen) for e in old)
+
+    events: list[tuple[str, int, int, bool]] = []  # (node starting, old entries, old bytes, eviction due)
+    record = runtime.server.send_sync
+
+    def send_sync(event: str, data: Any, sid: str | None = None) -> None:
+        if event == "executing" and isinstance(data, dict) and data.get("node") is not None:
+            due = psutil.virtual_memory().available < runtime.executor.cache_args["ram_inactive"] * 1024**3
+            events.append((str(data["node"]), *old_entries(), due))
+        record(event, data, sid)
+
+    runtime.server.send_sync = send_sync
+    lines = [f"# toy job: {opts.width}x{opts.height}, {frames} frames, chunk_windows {chunk_windows}, "
+             f"{len(chunks)} prompt(s), run in sequence by one PromptExecutor", ""]  # fmt: skip
+    agree = True
+    previous: Prompt | None = None
+    for number, (item, graph) in enumerate(zip(chunks, graphs, strict=True), start=1):
+        name = toy_names(number)
+        (input_dir / name["image"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(input_dir / "bench_avatar.png", input_dir / name["image"])
+        if item.audio:  # the whole conformed clip, audio included
+            shutil.copy(input_dir / "bench_driving.mp4", input_dir / name["driving_video"])
+        else:  # a chunk's slice
+            make_slice_video(input_dir / name["driving_video"], frames=item.driving_frames,
+                             width=opts.width, height=opts.height)  # fmt: skip
+        if item.chunk.continues:
+            motion = sorted((output_dir / "host-ram").glob(f"c{number - 1}_*.motion.safetensors"))
+            if not motion:
+                raise SystemExit(f"prompt {number - 1} saved no motion frames for prompt {number}")
+            shutil.copy(motion[-1], input_dir / name["motion"])
+        hits = cache_hits(chunks[number - 2].graph if number > 1 else None, item.graph)
+        events.clear()
+        runs, _ = runtime.run(graph)
+        order = [r.node for r in runs]
+        measured: dict[str, int] = {}
+        seen: set[int] = set()
+        for node_id in [*[n for n in graph if n in hits], *order]:
+            entry = cache.get_local(node_id)
+            measured[node_id] = cached_bytes(entry.outputs, seen) if entry is not None else -1
+        dims = Dims(width=opts.width, height=opts.height, avatar=(96, 128), vae_bf16=False, audio=item.audio)
+        not_run = set(graph) - set(order)
+        emulated = comfy_order(graph, cached=hits)
+        model = model_graph(graph, item.driving_frames, dims, order=order, cached=not_run)
+        predicted = {n.node: n for n in model.nodes}
+        c = item.chunk
+        video = "the clip, with audio" if item.audio else "a slice"
+        start = "continues from the previous prompt" if c.continues else "starts the clip"
+        lines += [
+            f"## prompt {number} of {len(chunks)}: windows {max(c.first_window, 1)}-"
+            f"{max(c.first_window, 1) + len(c.windows) - 1} of the clip, {item.driving_frames} driving "
+            f"frames ({video}), {c.frames} frames out, {start}",
+            "",
+            "| node | class | predicted B | in ComfyUI's cache B | diff |",
+            "|---:|---|---:|---:|---:|",
+        ]
+        worst = 0.0
+        for node_id in measured:
+            p, m = predicted[node_id].output, measured[node_id]
+            diff = (m - p) / max(p, 1)
+            if p >= 1024 or m >= 1024:
+                worst = max(worst, abs(diff))
+            hit = "" if predicted[node_id].ran else " (cache hit)"
+            lines.append(
+                f"| {node_id} | {graph[node_id]['class_type']}{hit} | {p} | {m} | {diff * 100:+.1f} % |"
+            )
+        total_p, total_m = model.held_at_end, sum(v for v in measured.values() if v > 0)
+        same_hits = not_run == hits
+        lines += [
+            "",
+            f"all outputs held at the end: predicted {total_p} B, in the cache {total_m} B "
+            f"({(total_m - total_p) / total_p * 100:+.2f} %); worst node (>= 1 KiB) {worst * 100:.1f} %",
+            f"cache hits: ComfyUI did not run {' '.join(sorted(not_run, key=int)) or 'none'}; "
+            + (
+                "the model predicts the same"
+                if same_hits
+                else f"the model: {' '.join(sorted(hits, key=int))} (DIFFERENT)"
+            ),
+            f"execution order: ComfyUI ran {' '.join(order)}; comfy_order() gives "
+            + ("the same" if emulated == order else " ".join(emulated) + " (DIFFERENT)"),
+        ]
+        agree &= (
+            worst <= 0.02 and abs(total_m - total_p) <= 0.01 * total_p and emulated == order and same_hits
+        )
+        if previous is not None:
+            expected = previous.held_at_end - sum(n.output for n in model.nodes if not n.ran)
+            (first, count0, bytes0, _), (second, count1, bytes1, due) = events[0], events[1]
+            held_ok = abs(bytes0 - expected) <= 0.01 * max(expected, 1)
+            lines.append(
+                f"the previous prompt's entries (not hits here) while node {first}, the first, runs: "
+                f"{count0} holding {bytes0} B (predicted {expected} B); when node {second} starts: "
+                f"{count1} holding {bytes1} B ({'evicted, as predicted' if bytes1 == 0 else 'NOT evicted'}"
+                f"{'' if due else '; more free than ram_inactive, no eviction due'})"
+            )
+            agree &= held_ok and (bytes1 == 0 or not due)
+        lines.append("")
+        previous = model
     text = "\n".join(lines)
     (opts.out / "host_ram_validation.md").write_text(text + "\n")
     print(text, flush=True)
-    agree = worst <= 0.02 and abs(total_m - total_p) <= 0.01 * total_p and emulated == order
     return 0 if agree else 1
 
 
@@ -469,6 +819,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--frames", type=int, nargs="*", default=[240, 721, 1440])
+    parser.add_argument("--chunks", action="store_true", help="the per-K table (K = --k) for each --frames")
+    parser.add_argument("--k", type=int, nargs="*", default=list(CHUNK_WINDOWS), help="--chunks: K values")
+    parser.add_argument(
+        "--chunk-windows", type=int, default=0,
+        help="without --chunks: the prompts of a job in chunks of K windows (0: one prompt, the default)",
+    )  # fmt: skip
     parser.add_argument("--nodes", action="store_true", help="also print every node of the last --frames")
     parser.add_argument("--validate", action="store_true", help="toy run through ComfyUI (needs --comfy)")
     parser.add_argument("--comfy", type=Path, help="ComfyUI 0.33.0 checkout (--validate)")
@@ -485,10 +841,21 @@ def main(argv: list[str] | None = None) -> int:
         if opts.comfy is None:
             raise SystemExit("--validate needs --comfy DIR")
         extra = [a for k in ("work", "models") if getattr(opts, k) for a in (f"--{k}", getattr(opts, k))]
-        return validate(opts.comfy, opts.toy_frames, opts.out, extra)
+        return validate(opts.comfy, opts.toy_frames, opts.out, extra, chunk_windows=opts.chunk_windows)
     dims = Dims()
-    prompts = [model_graph(worker_graph(n), n, dims) for n in opts.frames]
-    print(render(prompts, dims))
+    if opts.chunks:
+        jobs = {(n, k): model_job(n, k, dims) for n in opts.frames for k in opts.k}
+        print(render_chunks(jobs, opts.frames, opts.k))
+        last = opts.frames[-1]
+        largest = [jobs[(last, k)].prompts[jobs[(last, k)].largest] for k in opts.k]
+        print(f"\nThe largest prompt of each K at {last} frames:\n")
+        print(render(largest, dims, labels=[f"K={k}" if k else "one prompt" for k in opts.k]))
+        return 0
+    job_list = [model_job(n, opts.chunk_windows, dims) for n in opts.frames]
+    prompts = [job.prompts[job.largest] for job in job_list]
+    labels = [f"{n} fr" if len(j.prompts) == 1 else f"{n} fr, chunk {j.largest + 1} of {len(j.prompts)}"
+              for n, j in zip(opts.frames, job_list, strict=True)]  # fmt: skip
+    print(render(prompts, dims, labels=labels))
     if opts.nodes:
         print("\n" + render_nodes(prompts[-1]))
     return 0
