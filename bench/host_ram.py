@@ -58,6 +58,7 @@ TEXT_TOKENS, TEXT_DIM = 512, 4096  # umt5-xxl conditioning as CLIPTextEncode ret
 CLIP_VISION = (2 * 257 * 1280 + 1024) * F32  # last_hidden_state, penultimate_hidden_states, image_embeds
 AUDIO_RATE, AUDIO_CHANNELS = 48000, 2  # the conformed driving video's audio, float32 planar
 X264_BUFFERS = 64 * 2**20  # SaveVideo: libx264 lookahead/reference frames (estimate, not a tensor)
+SAVE_BLOCK_FRAMES = 16  # comfyui_nodes/wan_worker_nodes/chunk_io.py: frames quantised at a time
 MOTION_FRAMES = 5  # WanWorkerSaveChunk's motion_frames when the graph does not say (windows.motion_frames)
 GB = 1e9
 WORKFLOW = ROOT / "workflows" / "wan22_animate_replace.json"
@@ -270,11 +271,15 @@ def node_ram(
         n = motion_frames(graph)
         return row(n, n * img, 0, f"IMAGE: the previous chunk's last {n} frames, float32 (safetensors)")
     if cls == "WanWorkerSaveChunk":
-        # quantize(): images * 255 and its .clamp(0, 255) are both float32 copies of the whole chunk
-        # before .to(uint8); the motion tail is a view written from its pointer. Returns no outputs.
+        # quantize() a block of SAVE_BLOCK_FRAMES at a time: images * 255 and its .clamp(0, 255) are
+        # float32 copies of the block, then its uint8 bytes; the motion tail is a view written from
+        # its pointer. Returns no outputs.
         parent = _link(inputs["images"])
         n = sizes[parent].frames if parent in sizes else 0
-        return row(0, 0, 2 * n * img, "no outputs; quantize: x*255 and clamp copies, then uint8")
+        block = min(n, SAVE_BLOCK_FRAMES)
+        return row(
+            0, 0, 2 * block * img + block * img // 4, "no outputs; 16 frames at a time: x*255, clamp, uint8"
+        )
     if cls == "SaveVideo":
         return row(0, 0, 9 * img // 4 + X264_BUFFERS, "one frame at a time (x255, clamp, uint8) + x264")
     return row(upstream, 0, 0, f"class {cls} not modelled: 0")

@@ -8,7 +8,7 @@ it corrects or guards (never a copy of it). ComfyUI imports this folder from cus
 | ``OnnxDetectionModelLoaderChecked`` | onnx.py | pack ONNX loader; CUDA lost on a GPU is an error |
 | ``ImageBatchReflectPad`` | reflect_pad.py | driving frames reflect-padded to what the windows cover |
 | ``StrictLoraLoaderModelOnly`` | lora.py | core LoraLoaderModelOnly; every LoRA key must patch the model |
-| ``WanWorkerSaveChunk`` | chunk_io.py | a chunk's frames (raw RGB) and the float32 frames the next chunk continues from |
+| ``WanWorkerSaveChunk`` | chunk_io.py | a chunk's raw RGB frames; float32 frames for the next chunk |
 | ``WanWorkerLoadMotionFrames`` | chunk_io.py | those frames, read back in the next chunk's prompt |
 
 Their ``/object_info`` entries, for the worker's graph checks, are declared in catalogue.json

@@ -31,6 +31,7 @@ LOAD_NODE_ID = "WanWorkerLoadMotionFrames"
 MOTION_TENSOR = "motion"
 FRAMES_SUFFIX = ".rgb"
 MOTION_SUFFIX = ".motion.safetensors"
+SAVE_BLOCK_FRAMES = 16
 
 
 def quantize(images: Any) -> Any:
@@ -73,10 +74,7 @@ class WanWorkerSaveChunk:
         )
         stem = f"{name}_{counter:05}_"
         files = [{"filename": stem + FRAMES_SUFFIX, "subfolder": subfolder, "type": "output"}]
-        _write_atomic(
-            os.path.join(folder, stem + FRAMES_SUFFIX),
-            lambda path: quantize(images[..., :3]).cpu().numpy().tofile(path),
-        )
+        _write_atomic(os.path.join(folder, stem + FRAMES_SUFFIX), lambda path: _write_frames(images, path))
         saved_motion = 0
         if motion is not None:
             tail = motion[-motion_frames:, :, :, :3].float().contiguous().cpu()
@@ -122,6 +120,15 @@ class WanWorkerLoadMotionFrames:
         if MOTION_TENSOR not in tensors or tensors[MOTION_TENSOR].ndim != 4:
             raise ValueError(f"{file} holds no '{MOTION_TENSOR}' IMAGE tensor (frames, H, W, C)")
         return (tensors[MOTION_TENSOR].float(),)
+
+
+def _write_frames(images: Any, path: str) -> None:
+    """Raw RGB, a block of frames at a time: quantising the whole chunk at once would hold two
+    float32 copies of it (``x * 255`` and its clamp) at the prompt's peak, ~22 MB a 1280x720 frame."""
+    with open(path, "wb") as handle:
+        for first in range(0, int(images.shape[0]), SAVE_BLOCK_FRAMES):
+            block = images[first : first + SAVE_BLOCK_FRAMES, :, :, :3]
+            handle.write(quantize(block).cpu().numpy().tobytes())
 
 
 def _input_path(file: str) -> str:
