@@ -155,33 +155,35 @@ def test_a_chunked_job_joins_its_chunks_exactly(stack: Stack, media: Media, tmp_
     assert not [p for p in stack.comfy.input_dir.rglob("*") if p.is_file()]
 
 
-def _run_in_child(stack: Stack, job_id: str, job: dict[str, Any]) -> subprocess.Popen[str]:
+def _run_in_child(stack: Stack, job_id: str, job: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
+    """The job in a worker process of its own (its log in ``log``: a pipe nobody reads could fill)."""
     script = (
         "import asyncio, json, sys, handler\n"
         "job = json.loads(sys.argv[1])\n"
         "print(json.dumps(asyncio.run(handler.handler(job))))\n"
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", script, json.dumps({"id": job_id, "input": job})],
-        cwd=REPO,
-        env={**os.environ, **stack.env, "WORK_DIR": stack.env["WORK_DIR"] + "-child"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps({"id": job_id, "input": job})],
+            cwd=REPO,
+            env={**os.environ, **stack.env, "WORK_DIR": stack.env["WORK_DIR"] + "-child"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _kill_after_first_chunk(stack: Stack, job_id: str, job: dict[str, Any]) -> list[str]:
     """Run the job in a worker process and SIGKILL it once chunk 1 is kept in MinIO."""
     stack.comfy.set_fault("slow", seconds=0.4, times=None)  # a prompt takes a few seconds
-    child = _run_in_child(stack, job_id, job)
+    log = Path(stack.env["WORK_DIR"]).parent / f"{job_id}-child.log"
+    child = _run_in_child(stack, job_id, job, log)
     first = f"{SCRATCH}/{job_id}/chunk-0001.mp4"
     try:
         deadline = time.monotonic() + 120
         while first not in stack.scratch():
-            assert child.poll() is None, child.stdout.read() if child.stdout else ""
-            assert time.monotonic() < deadline, "chunk 1 never reached MinIO"
-            time.sleep(0.05)
+            assert child.poll() is None, f"the worker ended before chunk 1 was kept:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"chunk 1 never reached MinIO:\n{log.read_text()}"
+            time.sleep(0.05)  # polling MinIO for the chunk, not waiting a fixed time
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
