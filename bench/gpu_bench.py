@@ -5,8 +5,13 @@
     python bench/gpu_bench.py --comfy /path/to/ComfyUI --tiny --cpu # the same path at toy size, no GPU
 
 ComfyUI is imported from --comfy (none of its code is here) and started in this process as its
-main.py starts it. The graph is the one the worker submits (``Workflow.load(...).build(...)`` for
---frames), checked by ComfyUI's ``validate_prompt`` and run by its ``PromptExecutor``. Model files
+main.py starts it. The graphs are the ones the worker submits for --frames: one prompt per chunk of
+--chunk-windows windows (``worker.chunks``; default the workflow's, 4: a 240-frame clip is one
+prompt), each checked by ComfyUI's ``validate_prompt`` and run by its ``PromptExecutor`` in turn, a
+continuing chunk reading the previous chunk's motion frames (bench/gpu/chunked.py). The pinned graph
+ends in WanWorkerSaveChunk (raw frames): the H.264 encode is the worker's, on the CPU while ComfyUI
+runs the next chunk; it is timed apart, per chunk, with the worker's own encode_frames
+(bench/gpu/encode.py, in --worker-python) and not counted in the prompts' seconds. Model files
 are shape-true random weights (bench/gpu/weights.py) written under the manifest's file names.
 Classes of custom node packs that are not supplied with --custom-nodes (or --packs) run as
 stand-ins of the right output shapes (bench/gpu/standins.py) and are marked as not measured. With
@@ -30,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, help="default 720 (tiny 64)")
     parser.add_argument(
         "--steps", type=int, help="sampler steps per window (default: the workflow's WAN_STEPS)"
+    )
+    parser.add_argument(
+        "--chunk-windows",
+        type=int,
+        help="windows per prompt, as the worker's CHUNK_WINDOWS (default: the workflow's; 0: one prompt)",
+    )
+    parser.add_argument(
+        "--worker-python",
+        type=Path,
+        default=Path(sys.executable),
+        help="a Python with the worker's requirements (ffmpeg-python): it times the encode of each chunk",
     )
     parser.add_argument("--tiny", action="store_true", help="toy DiT and sizes; text encoder replaced")
     parser.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU")
@@ -160,14 +176,19 @@ def default_models_dir(tiny: bool) -> Path:
     return Path("/tmp/wan-gpu-bench-models")
 
 
-def build_graph(opts: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    from worker.workflow import Workflow, WorkflowParams
+def load_workflow(opts: argparse.Namespace) -> Any:
+    from worker.workflow import Workflow
 
     env = dict(os.environ)
     if opts.steps:
         env["WAN_STEPS"] = str(opts.steps)
-    workflow = Workflow.load(opts.workflow, env=env)
-    params = WorkflowParams(
+    return Workflow.load(opts.workflow, env=env)
+
+
+def bench_params(opts: argparse.Namespace, workflow: Any) -> Any:
+    from worker.workflow import WorkflowParams
+
+    return WorkflowParams(
         image="bench_avatar.png",
         driving_video="bench_driving.mp4",
         frames=opts.frames,
@@ -179,7 +200,20 @@ def build_graph(opts: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         height=opts.height,
         fps=24.0,
     )
-    return workflow.build(params), workflow
+
+
+def build_graph(opts: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """The whole clip as one prompt (what the worker submits when the clip is one chunk)."""
+    workflow = load_workflow(opts)
+    return workflow.build(bench_params(opts, workflow)), workflow
+
+
+def build_prompts(opts: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The prompts the worker submits for the clip: one per chunk (bench/gpu/chunked.py)."""
+    from bench.gpu.chunked import chunk_prompts
+
+    workflow = load_workflow(opts)
+    return chunk_prompts(workflow, bench_params(opts, workflow), chunk_windows=opts.chunk_windows), workflow
 
 
 def register_stand_ins(graph: dict[str, Any], tiny: bool, results: Results) -> set[str]:
@@ -223,11 +257,18 @@ def onnx_runtime_info() -> dict[str, Any]:
 
 
 def override_inputs(
-    graph: dict[str, Any], opts: argparse.Namespace, results: Results, stand_ins: set[str]
+    graph: dict[str, Any],
+    opts: argparse.Namespace,
+    results: Results,
+    stand_ins: set[str],
+    *,
+    note: bool = True,
 ) -> dict[str, Any]:
-    """The graph inputs changed so the real pack nodes run here (plan.input_overrides), noted."""
+    """The graph inputs changed so the real pack nodes run here (plan.input_overrides), noted
+    (``note``: once per clip, not per chunk)."""
     info = onnx_runtime_info()
-    results.set("info", "onnx", info)
+    if note:
+        results.set("info", "onnx", info)
     provider = opts.onnx_provider
     if provider == "auto":
         provider = plan.onnx_provider_for(info["available_providers"], cpu=opts.cpu)
@@ -240,13 +281,13 @@ def override_inputs(
         tiny=opts.tiny,
         tiny_frames=opts.frames if short else None,
     )
-    for change in changes:
+    for change in changes if note else ():
         results.add(
             "notes",
             f"node {change.node} {graph[change.node]['class_type']}.{change.input}: {change.old!r} -> "
             f"{change.new!r} ({change.why})",
         )
-    if provider != "CUDAExecutionProvider" and not opts.cpu:
+    if provider != "CUDAExecutionProvider" and not opts.cpu and note:
         results.add(
             "notes",
             f"ONNX detectors ran on {provider} (onnxruntime {info.get('onnxruntime')}, "
@@ -319,7 +360,66 @@ def make_inputs(opts: argparse.Namespace) -> None:
     )
 
 
+def make_slices(prompts: list[Any], opts: argparse.Namespace) -> None:
+    """Each chunk's driving slice (its frames of the clip, reflect-padded at the end), as the
+    worker cuts it; none when the clip is one prompt (it reads the whole video)."""
+    import folder_paths
+
+    from bench.gpu.media import make_driving_video
+    from worker.chunks import slice_indices
+
+    input_dir = Path(folder_paths.get_input_directory())
+    for prompt in prompts:
+        if prompt.chunked:
+            indices = slice_indices(prompt.chunk, opts.frames)
+            make_driving_video(input_dir / prompt.driving, frames=len(indices), width=opts.width,
+                               height=opts.height, indices=indices)  # fmt: skip
+
+
+def encode_chunk(saved: Any, chunk: Any, opts: argparse.Namespace) -> stages.EncodeRun:
+    """The worker's encode of the chunk's raw frames (bench/gpu/encode.py), timed on its own."""
+    raw = saved.frames_file
+    command = [
+        str(opts.worker_python), str(REPO / "bench" / "gpu" / "encode.py"), str(raw),
+        str(raw.with_suffix(".mp4")), "--width", str(saved.width), "--height", str(saved.height),
+        "--frames", str(saved.frames), "--fps", "24",
+    ]  # fmt: skip
+    answer: dict[str, Any]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+        lines = done.stdout.strip().splitlines()
+        answer = json.loads(lines[-1]) if lines else {}
+        if done.returncode != 0 and "error" not in answer:
+            answer = {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError) as exc:
+        answer = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return stages.EncodeRun(
+        chunk=chunk.index,
+        chunks=chunk.count,
+        frames=saved.frames,
+        raw_bytes=raw.stat().st_size,
+        seconds=answer.get("seconds"),
+        error=answer.get("error"),
+    )
+
+
+def saved_output(saved: list[Any], encodes: list[stages.EncodeRun]) -> dict[str, Any]:
+    """The clip's frames as WanWorkerSaveChunk wrote them, chunk by chunk."""
+    return {
+        "kind": "frames",
+        "frames": sum(s.frames for s in saved),
+        "width": saved[0].width,
+        "height": saved[0].height,
+        "chunks": len(saved),
+        "files": [s.frames_file.name for s in saved if s.frames_file],
+        "motion_files": [s.motion_file.name for s in saved if s.motion_file],
+        "motion_frames": [s.motion_frames for s in saved],
+        "encoded": sum(1 for e in encodes if e.seconds is not None),
+    }
+
+
 def output_frames(out_dir: Path) -> dict[str, Any]:
+    """A workflow whose output node writes an MP4 (SaveVideo): the newest one's frames."""
     import av
 
     videos = sorted((out_dir / "output").rglob("*.mp4"), key=lambda p: p.stat().st_mtime)
@@ -375,29 +475,79 @@ def preprocessing_subgraph(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_clip(
-    runtime: Any, graph: dict[str, Any], opts: argparse.Namespace, results: Results
+    runtime: Any, prompts: list[Any], workflow: Any, opts: argparse.Namespace, results: Results
 ) -> dict[str, Any]:
-    windows = stages.windows_of(graph)
+    """The clip's prompts in turn, as the worker submits them; per chunk, the worker's encode of
+    its frames, timed apart (it overlaps the next chunk's prompt in a job)."""
+    import folder_paths
+
+    from bench.gpu import chunked
+
+    input_dir = Path(folder_paths.get_input_directory())
+    output_dir = Path(folder_paths.get_output_directory())
+    windows: dict[str, int] = {}
+    for prompt in prompts:
+        first = max(prompt.chunk.first_window, 1)
+        windows.update(stages.chunk_windows(prompt.graph, chunk=prompt.chunk.index, first_window=first))
     n_windows = max(windows.values(), default=0)
-    log(f"clip: {opts.frames} frames, {n_windows} windows, {len(graph)} nodes")
+    nodes_total = sum(len(prompt.graph) for prompt in prompts)
+    log(f"clip: {opts.frames} frames, {n_windows} windows, {len(prompts)} prompt(s), {nodes_total} nodes")
     progress: list[dict[str, Any]] = []
 
     def on_node(run: stages.NodeRun) -> None:
-        progress.append({"node": run.node, "class_type": run.class_type, "s": round(run.seconds, 3),
-                         "stand_in": run.stand_in})  # fmt: skip
+        progress.append({"chunk": run.chunk, "node": run.node, "class_type": run.class_type,
+                         "s": round(run.seconds, 3), "stand_in": run.stand_in})  # fmt: skip
         results.set("clip", "progress", progress)
-        log(f"node {run.node} {run.class_type}: {run.seconds:.2f} s{' (stand-in)' if run.stand_in else ''}")
+        log(f"node {run.key} {run.class_type}: {run.seconds:.2f} s{' (stand-in)' if run.stand_in else ''}")
 
+    runs: list[stages.NodeRun] = []
+    walls: list[float] = []
+    chunk_rows: list[dict[str, Any]] = []
+    saved_chunks: list[Any] = []
+    encodes: list[stages.EncodeRun] = []
+    missing: list[str] = []
+    previous = None
     runtime.server.on_node = on_node
     try:
-        # A graph without an output node (--preprocess-only) runs its sinks, unvalidated.
-        sinks = None
-        if opts.preprocess_only:
-            used = {str(v[0]) for node in graph.values() for v in node["inputs"].values() if is_link(v)}
-            sinks = [nid for nid in graph if nid not in used]
-        runs, wall = runtime.run(graph, outputs=sinks)
+        for prompt in prompts:
+            if chunked.reads_motion(prompt):
+                chunked.hand_over(previous, prompt.motion, input_dir)
+            runtime.server.chunk = prompt.chunk.index
+            # A graph without an output node (--preprocess-only) runs its sinks, unvalidated.
+            sinks = None
+            if opts.preprocess_only:
+                used = {str(v[0]) for n in prompt.graph.values() for v in n["inputs"].values() if is_link(v)}
+                sinks = [nid for nid in prompt.graph if nid not in used]
+            chunk_runs, wall = runtime.run(prompt.graph, outputs=sinks)
+            cached = list(runtime.server.cached)
+            runs += chunk_runs
+            walls.append(wall)
+            missing += [
+                stages.window_key(nid, prompt.chunk.index)
+                for nid in stages.not_executed(prompt.graph, chunk_runs, cached)
+            ]
+            saved = chunked.saved_chunk(runtime.ui_outputs(), workflow.output_node, output_dir)
+            row = {**prompt.chunk.as_dict(), "wall_s": round(wall, 2), "nodes": len(prompt.graph),
+                   "executed": len(chunk_runs), "cached": len(cached)}  # fmt: skip
+            if saved is not None and saved.frames_file is not None:
+                saved_chunks.append(saved)
+                encode = encode_chunk(saved, prompt.chunk, opts)
+                encodes.append(encode)
+                row.update(saved_frames=saved.frames, motion_frames=saved.motion_frames,
+                           encode=asdict(encode))  # fmt: skip
+                how = (
+                    f"{encode.seconds:.2f} s"
+                    if encode.seconds is not None
+                    else f"not measured ({encode.error})"
+                )
+                log(f"chunk {prompt.chunk.index}/{prompt.chunk.count}: prompt {wall:.1f} s, {saved.frames} "
+                    f"frames; the worker's H.264 encode of them (CPU, apart): {how}")  # fmt: skip
+            chunk_rows.append(row)
+            results.set("clip", "chunks", chunk_rows)
+            previous = saved
     finally:
         runtime.server.on_node = None
+        runtime.server.chunk = 1
     results.set("info", "loaded_models", loaded_models())
     rows = stages.aggregate(runs, windows)
     steps = stages.sampler_steps(runs)
@@ -405,23 +555,33 @@ def run_clip(
     later = [r.seconds for r in samplers[1:]]
     upload = samplers[0].seconds - statistics.median(later) if later else None
     loads = sum(row.total_s for row in rows if row.stage.startswith("load:"))
+    wall = sum(walls)
+    critical = stages.critical_path_s(walls, encodes) if len(encodes) == len(prompts) else None
     clip = {
         "frames": opts.frames,
         "windows": n_windows,
+        "prompts": len(prompts),
         "steps_per_window": len(samplers[0].steps) if samplers else 0,
         "gpu_seconds": round(wall, 2),
         "gpu_seconds_warm_worker_derived": round(wall - loads - (upload or 0.0), 2),
         "first_sampler_extra_s": round(upload, 2) if upload is not None else None,
         "median_step_s": round(statistics.median(steps), 3) if steps else None,
+        "prompt_seconds": [round(w, 2) for w in walls],
+        "chunks": chunk_rows,
+        "encodes": [asdict(e) for e in encodes],
+        "job_seconds_with_encodes_derived": round(critical, 2) if critical is not None else None,
         "stages": [asdict(row) for row in rows],
         "runs": [asdict(run) for run in runs],
-        "output": output_frames(opts.work),
-        "not_executed": stages.not_executed(graph, runs),
-        "stand_in_nodes": sorted((r.node for r in runs if r.stand_in), key=lambda n: (len(n), n)),
+        "output": saved_output(saved_chunks, encodes) if saved_chunks else output_frames(opts.work),
+        "not_executed": missing,
+        "stand_in_nodes": sorted({r.key for r in runs if r.stand_in}, key=lambda n: (len(n), n)),
+        "nodes_total": nodes_total,
     }
     results.set("clip", "result", clip)
     table = stages.render_table(rows, windows=n_windows)
     log("per stage:\n" + table)
+    if encodes:
+        log("per chunk:\n" + stages.render_encodes(encodes, walls[: len(encodes)]))
     log("every node run:\n" + stages.render_nodes(runs))
     return clip
 
@@ -551,7 +711,8 @@ def main(argv: list[str] | None = None) -> int:
         opts.custom_nodes += [opts.packs / name for name in plan.PACK_FOLDERS]
     for folder in opts.custom_nodes:
         runtime.load_custom_node(folder)
-    graph, workflow = build_graph(opts)
+    prompts, workflow = build_prompts(opts)
+    graph = prompts[0].graph  # the first chunk's: every class and model file of the clip
     results.set("info", "date", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     results.set("info", "commit", repo_commit())
     results.set("info", "device", torch.cuda.get_device_name(runtime.device) if runtime.cuda else "cpu")
@@ -570,28 +731,59 @@ def main(argv: list[str] | None = None) -> int:
             f"--steps {opts.steps}: the sampler ran {opts.steps} step(s) per window (WAN_STEPS); sampler and "
             "clip totals are this run's, not the pinned recipe's",
         )
+    if len(prompts) > 1:
+        results.add(
+            "notes",
+            f"{len(prompts)} prompts (chunks of {[len(p.chunk.windows) for p in prompts]} windows, as the "
+            "worker submits them): each continuing chunk reads the previous chunk's motion frames; model "
+            "loaders and text encodes of later chunks come from ComfyUI's cache (the worker's ComfyUI keeps "
+            "it between prompts too)",
+        )
     runtime.server.stand_ins = register_stand_ins(graph, opts.tiny, results)
-    graph = override_inputs(graph, opts, results, runtime.server.stand_ins)
+    prompts = [
+        replace(p, graph=override_inputs(p.graph, opts, results, runtime.server.stand_ins, note=i == 0))
+        for i, p in enumerate(prompts)
+    ]
+    graph = prompts[0].graph
     if opts.preprocess_only:
-        graph = preprocessing_subgraph(graph)
+        prompts = [replace(p, graph=preprocessing_subgraph(p.graph)) for p in prompts]
+        graph = prompts[0].graph
         results.add("notes", f"--preprocess-only: {len(graph)} nodes (preprocessing and what it needs)")
     make_inputs(opts)
+    make_slices(prompts, opts)
     device = mm.get_torch_device() if runtime.cuda else torch.device("cpu")
     make_models(opts, graph, device, results, runtime.server.stand_ins)
 
-    clip = run_clip(runtime, graph, opts, results) if opts.mode in ("clip", "both") else None
+    clip = run_clip(runtime, prompts, workflow, opts, results) if opts.mode in ("clip", "both") else None
     compared: list[stages.BackendResult] = []
     if opts.mode in ("compare", "both"):
         compared = compare_backends(runtime, node, graph, opts, results, clip)
-    report = [f"# {results.data['info']['device']} · {opts.width}x{opts.height} · {opts.frames} frames"]
+    report = [f"# {results.data['info']['device']} · {opts.width}x{opts.height} · {opts.frames} frames · "
+              f"{len(prompts)} prompt(s)"]  # fmt: skip
     if clip:
         rows = [stages.StageRow(**row) for row in clip["stages"]]
         report += [stages.render_table(rows, windows=clip["windows"]), "",
-                   f"GPU seconds per clip [M]: {clip['gpu_seconds']:.1f} (warm worker [D]: "
+                   f"GPU seconds per clip [M]: {clip['gpu_seconds']:.1f} (the prompts; warm worker [D]: "
                    f"{clip['gpu_seconds_warm_worker_derived']:.1f}); output: {clip['output']}"]  # fmt: skip
+        encodes = [stages.EncodeRun(**e) for e in clip["encodes"]]
+        if encodes:
+            job = clip["job_seconds_with_encodes_derived"]
+            report += [
+                "",
+                "Per chunk: the prompt, and the worker's H.264 encode of its frames (worker.chunk_media."
+                "encode_frames, CPU, timed apart; in a job it runs while ComfyUI runs the next chunk):",
+                "",
+                stages.render_encodes(encodes, clip["prompt_seconds"][: len(encodes)]),
+                "",
+                f"Job seconds to the last chunk's MP4 [D]: {'–' if job is None else f'{job:.1f}'} (the "
+                "prompts + each encode past the next prompt + the last chunk's encode)",
+            ]
         runs = [stages.NodeRun(**r) for r in clip["runs"]]
         missing = clip["not_executed"]
-        report += ["", f"Nodes executed: {len(runs)} of {len(graph)}; not executed: {missing or 'none'}; "
+        cached = sum(row["cached"] for row in clip["chunks"])
+        report += ["", f"Nodes executed: {len(runs)} of {clip['nodes_total']}"
+                   f"{f' ({cached} from the cache of an earlier prompt)' if cached else ''}; "
+                   f"not executed: {missing or 'none'}; "
                    f"stand-ins: {clip['stand_in_nodes'] or 'none'}", "",
                    "Preprocessing, per node:", "",
                    stages.render_nodes(runs, only_stages=stages.PREPROCESS_STAGES), "",

@@ -143,6 +143,11 @@ class ComfyRuntime:
             raise SystemExit(f"ComfyUI failed to execute the graph: {_short_error(detail)}")
         return runs, wall
 
+    def ui_outputs(self) -> dict[str, Any]:
+        """The last prompt's UI outputs per node (what ``/history`` serves), e.g. the files a
+        ``WanWorkerSaveChunk`` wrote and its ``wan_chunk`` report."""
+        return dict((getattr(self.executor, "history_result", None) or {}).get("outputs", {}))
+
 
 def _short_error(detail: Any) -> str:
     if isinstance(detail, dict):
@@ -165,12 +170,14 @@ class RecordingServer:
         self.runs: list[NodeRun] = []
         self.current: NodeRun | None = None
         self.stand_ins: set[str] = set()
+        self.chunk = 1  # the chunk whose prompt runs (NodeRun.chunk)
+        self.cached: list[str] = []  # the nodes of the running prompt ComfyUI had in its cache
         # Called with each finished node run (the benchmark saves progress: a run cut short by a
         # time limit still says which nodes ran and for how long).
         self.on_node: Callable[[NodeRun], None] | None = None
 
     def begin(self, graph: dict[str, Any]) -> None:
-        self.graph, self.runs, self.current = graph, [], None
+        self.graph, self.runs, self.current, self.cached = graph, [], None, []
 
     def _close_current(self, now: float) -> None:
         if self.current is None:
@@ -187,6 +194,9 @@ class RecordingServer:
             self.on_node(run)
 
     def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
+        if event == "execution_cached" and isinstance(data, dict):
+            self.cached = [str(node) for node in data.get("nodes", [])]
+            return
         if event != "executing" or not isinstance(data, dict):
             return
         self.runtime.sync()
@@ -197,7 +207,12 @@ class RecordingServer:
             return
         class_type = str(self.graph.get(node, {}).get("class_type", "?"))
         self.current = NodeRun(
-            node=str(node), class_type=class_type, start=now, end=now, stand_in=class_type in self.stand_ins
+            node=str(node),
+            class_type=class_type,
+            start=now,
+            end=now,
+            stand_in=class_type in self.stand_ins,
+            chunk=self.chunk,
         )
         if self.runtime.monitor is not None:
             self.runtime.monitor.reset_allocated_peak()

@@ -1,10 +1,19 @@
-"""From one executed API graph to the per-stage table: pure Python, no torch, no ComfyUI.
+"""From the executed API graphs of one clip to the per-stage table: pure Python, no torch, no ComfyUI.
 
 The benchmark records one ``NodeRun`` per node ComfyUI executed (start/end after a device sync,
 peak memory, GPU busy/idle seconds sampled by NVML, sampler step times). This module decides
 which stage each node belongs to and which generation window it serves, aggregates the runs
 (median over windows, totals), derives per-backend clip totals from per-step comparisons, and
-renders the markdown table of bench/README.md.
+renders the markdown tables of bench/README.md.
+
+A clip the worker runs as chunks (``worker.chunks``) is one prompt per chunk; each run carries
+its chunk's number and node ids repeat between chunks, so a chunk's per-window nodes are keyed
+``"<chunk>/<node>"`` (``window_key``) and numbered with the clip's windows (``chunk_windows``).
+
+The pinned graph ends in ``WanWorkerSaveChunk`` (raw RGB frames, and the next chunk's float32
+motion frames): ComfyUI no longer encodes H.264. The worker does (``worker.chunk_media.
+encode_frames``), on the CPU, while ComfyUI runs the next chunk; the benchmark times that encode
+apart from the prompts (``EncodeRun``, ``render_encodes``).
 """
 
 from __future__ import annotations
@@ -50,9 +59,13 @@ STAGE_OF_CLASS = {
     "TrimVideoLatent": "window: VAE decode + trims",
     "VAEDecode": "window: VAE decode + trims",
     "ImageFromBatch": "window: VAE decode + trims",
-    "BatchImagesNode": "output: join frames + encode MP4",
-    "CreateVideo": "output: join frames + encode MP4",
-    "SaveVideo": "output: join frames + encode MP4",
+    "BatchImagesNode": "output: join windows' frames",
+    "WanWorkerSaveChunk": "output: save raw frames (+ motion frames)",
+    # A --workflow that still encodes inside ComfyUI (the pinned graph did before issue 10).
+    "CreateVideo": "output: encode MP4 in ComfyUI (SaveVideo)",
+    "SaveVideo": "output: encode MP4 in ComfyUI (SaveVideo)",
+    # A continuing chunk's first window reads the previous chunk's last 5 decoded frames.
+    "WanWorkerLoadMotionFrames": "inputs: read avatar + driving video",
 }
 STAGE_ORDER = [
     "load: models (file -> RAM)",
@@ -68,11 +81,13 @@ STAGE_ORDER = [
     "window: conditioning (WanAnimateToVideo, VAE encodes)",
     "window: sampler (KSampler)",
     "window: VAE decode + trims",
-    "output: join frames + encode MP4",
+    "output: join windows' frames",
+    "output: save raw frames (+ motion frames)",
+    "output: encode MP4 in ComfyUI (SaveVideo)",
 ]
 
 
-OUTPUT_STAGE = "output: join frames + encode MP4"
+OUTPUT_STAGE = "output: join windows' frames"  # also the final cut to N frames, after the join
 
 
 def stage_of(class_type: str) -> str:
@@ -117,6 +132,20 @@ def windows_of(graph: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     return {node_id: w for node_id in graph if (w := window(node_id)) is not None}
 
 
+def window_key(node: str, chunk: int = 1) -> str:
+    """A node run's key in a clip's windows map: its id in chunk 1 (or in a clip run as one
+    prompt), ``"<chunk>/<id>"`` in later chunks, whose graphs reuse the first chunk's ids."""
+    return node if chunk <= 1 else f"{chunk}/{node}"
+
+
+def chunk_windows(
+    graph: Mapping[str, Mapping[str, Any]], *, chunk: int = 1, first_window: int = 1
+) -> dict[str, int]:
+    """``windows_of`` one chunk's graph, keyed by ``window_key`` and numbered with the clip's
+    windows (the chunk's first window is the clip's ``first_window``)."""
+    return {window_key(node, chunk): w + first_window - 1 for node, w in windows_of(graph).items()}
+
+
 @dataclass
 class NodeRun:
     node: str
@@ -129,10 +158,15 @@ class NodeRun:
     gpu_idle_s: float | None = None  # NVML utilisation samples == 0, in seconds
     steps: list[float] = field(default_factory=list)  # sampler step durations
     stand_in: bool = False  # a stand-in of this benchmark ran instead of the real node
+    chunk: int = 1  # the prompt (worker.chunks) it ran in, 1-based
 
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+    @property
+    def key(self) -> str:
+        return window_key(self.node, self.chunk)
 
 
 @dataclass
@@ -162,7 +196,7 @@ def aggregate(runs: list[NodeRun], windows: Mapping[str, int]) -> list[StageRow]
     by_stage: dict[str, list[NodeRun]] = {}
     for run in runs:
         stage = stage_of(run.class_type)
-        if stage.startswith("window:") and run.node not in windows:
+        if stage.startswith("window:") and run.key not in windows:
             stage = OUTPUT_STAGE  # e.g. the final cut to N frames, after all windows are joined
         by_stage.setdefault(stage, []).append(run)
     rows = []
@@ -173,8 +207,8 @@ def aggregate(runs: list[NodeRun], windows: Mapping[str, int]) -> list[StageRow]
             continue
         per_window: dict[int, float] = {}
         for run in stage_runs:
-            if stage.startswith("window:") and run.node in windows:
-                per_window[windows[run.node]] = per_window.get(windows[run.node], 0.0) + run.seconds
+            if stage.startswith("window:") and run.key in windows:
+                per_window[windows[run.key]] = per_window.get(windows[run.key], 0.0) + run.seconds
         rows.append(
             StageRow(
                 stage=stage,
@@ -280,10 +314,13 @@ PREPROCESS_STAGES = (
 )
 
 
-def not_executed(graph: Mapping[str, Mapping[str, Any]], runs: Iterable[NodeRun]) -> list[str]:
-    """Node ids of the graph that no run recorded (ComfyUI skipped, cached or never reached them)."""
-    ran = {run.node for run in runs}
-    return sorted((nid for nid in graph if nid not in ran), key=lambda nid: (len(nid), nid))
+def not_executed(
+    graph: Mapping[str, Mapping[str, Any]], runs: Iterable[NodeRun], cached: Iterable[str] = ()
+) -> list[str]:
+    """Node ids of one prompt's graph that no run recorded and ComfyUI did not answer from its
+    cache (``cached``: a later chunk's model loaders and text encodes, identical to the first's)."""
+    done = {run.node for run in runs} | set(cached)
+    return sorted((nid for nid in graph if nid not in done), key=lambda nid: (len(nid), nid))
 
 
 def render_nodes(runs: Iterable[NodeRun], *, only_stages: Iterable[str] | None = None) -> str:
@@ -295,5 +332,52 @@ def render_nodes(runs: Iterable[NodeRun], *, only_stages: Iterable[str] | None =
         if wanted is not None and stage not in wanted:
             continue
         how = "stand-in, not measured" if run.stand_in else "real"
-        lines.append(f"| {run.node} | {run.class_type} | {stage} | {run.seconds:.2f} | {how} |")
+        lines.append(f"| {run.key} | {run.class_type} | {stage} | {run.seconds:.2f} | {how} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class EncodeRun:
+    """The worker's H.264 encode of one chunk's raw frames (``worker.chunk_media.encode_frames``),
+    timed on its own, on the CPU: in a job it runs while ComfyUI runs the next chunk's prompt."""
+
+    chunk: int
+    chunks: int
+    frames: int
+    raw_bytes: int
+    seconds: float | None  # None: not measured (``error`` says why)
+    error: str | None = None
+
+    @property
+    def overlaps(self) -> str:
+        if self.chunk < self.chunks:
+            return f"chunk {self.chunk + 1}'s prompt"
+        return "nothing: the last chunk, the job waits for it"
+
+
+def critical_path_s(prompt_walls: list[float], encodes: list[EncodeRun]) -> float | None:
+    """The job's seconds from the first prompt to the last chunk's MP4 when chunk k's encode runs
+    while chunk k + 1's prompt does (``Job._generate``): every prompt, what each encode runs past
+    the next prompt, and the last chunk's encode, which nothing overlaps. None if one is unmeasured."""
+    if len(encodes) != len(prompt_walls) or any(e.seconds is None for e in encodes):
+        return None
+    total = sum(prompt_walls)
+    for index, encode in enumerate(encodes):
+        following = prompt_walls[index + 1] if index + 1 < len(prompt_walls) else 0.0
+        total += max(0.0, (encode.seconds or 0.0) - following)
+    return total
+
+
+def render_encodes(encodes: list[EncodeRun], prompt_walls: list[float]) -> str:
+    """Per chunk: its prompt, its raw frames and the worker's encode of them, and what that overlaps."""
+    lines = [
+        "| chunk | frames | prompt s (ComfyUI) | raw RGB MB | worker H.264 encode s (CPU) | runs during |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for encode, wall in zip(encodes, prompt_walls, strict=True):
+        seconds = _fmt(encode.seconds, 2) if encode.seconds is not None else f"– ({encode.error})"
+        lines.append(
+            f"| {encode.chunk} | {encode.frames} | {wall:.1f} | {encode.raw_bytes / 1e6:.1f} | {seconds} | "
+            f"{encode.overlaps} |"
+        )
     return "\n".join(lines)
