@@ -7,28 +7,18 @@ pinned core node inside a real ComfyUI, is tested in tests/test_comfy_core_nodes
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.support.nodes import load_node_module
 from tests.support.wan_official import core_generate_mask, official_known_mask
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "comfyui_nodes" / "wan_worker_nodes"
 
 
-def _load_layout():
-    spec = importlib.util.spec_from_file_location("wan_worker_nodes_mask_layout", NODE_DIR / "mask_layout.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-layout = _load_layout()
+layout = load_node_module("mask_layout.py")
 
 
 def character_masks(frames: int, h: int = 6, w: int = 10, seed: int = 0) -> torch.Tensor:

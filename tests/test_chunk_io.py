@@ -4,26 +4,16 @@ quantises: x * 255, clamped, truncated to uint8), RGB only, frames in order."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from tests.support.nodes import load_node_module
 
 NODE = Path(__file__).resolve().parents[1] / "comfyui_nodes" / "wan_worker_nodes" / "chunk_io.py"
 
 
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("wan_worker_nodes_chunk_io", NODE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chunk_io = _load()
+chunk_io = load_node_module("chunk_io.py")
 
 
 def test_frames_are_written_in_blocks_exactly_as_quantised_whole(tmp_path: Path) -> None:

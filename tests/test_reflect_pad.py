@@ -11,15 +11,14 @@ arithmetic along the built graph, every output frame f is conditioned on driving
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from tests.support.nodes import load_node_module
 from tests.support.wan_official import official_padding_indices, official_target_frames
 from worker.graph_check import ANIMATE_CLASSES
 from worker.windows import covered_frames, plan_windows
@@ -32,16 +31,7 @@ NODE = REPO / "comfyui_nodes" / "wan_worker_nodes" / "reflect_pad.py"
 FRAMES = (1, 2, 5, 30, 76, 77, 78, 80, 149, 150, 240, 293, 721)
 
 
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("wan_worker_nodes_reflect_pad", NODE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-reflect_pad = _load()
+reflect_pad = load_node_module("reflect_pad.py")
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,11 @@ the node itself inside the pinned ComfyUI on a toy Wan2.2 Animate DiT (tests/com
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +21,7 @@ import torch
 
 from bench.gpu.weights import Item, write_safetensors
 from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
+from tests.support.nodes import load_node_module
 from worker.comfy_client import _generation_error
 from worker.errors import ErrorCode
 
@@ -33,16 +31,7 @@ NODE_DIR = REPO / "comfyui_nodes" / "wan_worker_nodes"
 EXCEPTION_TYPE = "custom_nodes.wan_worker_nodes.lora_keys.LoraKeysNotMatchedError"
 
 
-def load_lora_keys() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wan_worker_nodes_lora_keys", NODE_DIR / "lora_keys.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-lora_keys = load_lora_keys()
+lora_keys = load_node_module("lora_keys.py")
 
 # A Wan block's Linears and the model keys ComfyUI's model_lora_keys_unet maps them to (generic format).
 MODULES = [f"blocks.{b}.{part}" for b in range(2) for part in ("self_attn.q", "cross_attn.k", "ffn.0")]
