@@ -460,6 +460,12 @@ def _edit_graph(graph: dict[str, Any], spec: dict[str, Any]) -> None:
     graph["43"]["inputs"]["samples"] = ["32", 0]  # window 1's latent, a node the spec does not map
 
 
+def _longer_windows_in_the_graph_only(graph: dict[str, Any], spec: dict[str, Any]) -> None:
+    """81-frame windows set in both WanAnimateToVideo nodes, but the extension's cut left at 72."""
+    spec["windows"]["window_frames"] = 81
+    graph["30"]["inputs"]["length"] = graph["40"]["inputs"]["length"] = 81
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -470,6 +476,7 @@ def _edit_graph(graph: dict[str, Any], spec: dict[str, Any]) -> None:
         (_edit_graph, "links window-1 node 32"),
         (lambda g, s: g["50"]["inputs"].pop("images.image1"), "must collect exactly"),
         (lambda g, s: g["40"]["inputs"].update(length=81), "length must be windows.window_frames"),
+        (_longer_windows_in_the_graph_only, "node 44: length must be window_frames - motion_frames (76)"),
         (lambda g, s: s["windows"].pop("first"), "'windows' section is malformed"),
     ],
 )

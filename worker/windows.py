@@ -234,6 +234,12 @@ def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
     for animate in (spec.first_animate, spec.extension_animate):
         if graph[animate]["inputs"].get("length") != spec.window_frames:
             raise _invalid(f"node {animate}: length must be windows.window_frames ({spec.window_frames})")
+    kept = graph[spec.extension_images]["inputs"].get("length")
+    if kept is not None and kept != spec.step:
+        raise _invalid(
+            f"node {spec.extension_images}: length must be window_frames - motion_frames ({spec.step}), "
+            f"the frames an extension window adds, not {kept!r}"
+        )
     collect_inputs = graph[spec.collect_node]["inputs"]
     expected = {
         f"{spec.collect_prefix}0": [spec.first_images, 0],

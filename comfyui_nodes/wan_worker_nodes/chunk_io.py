@@ -147,6 +147,7 @@ def _write_atomic(path: str, write: Any) -> None:
     partial = path + ".part"
     try:
         write(partial)
+        os.chmod(partial, 0o644)  # safetensors writes 0600; the worker may run as another user
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
