@@ -814,8 +814,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    code = main()
+def exit_without_teardown(code: int) -> None:
+    """Exit with ``code`` once the output is flushed, skipping interpreter teardown: ComfyUI's
+    native extensions can crash in it."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: ComfyUI's native extensions can crash in it
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_without_teardown(main())

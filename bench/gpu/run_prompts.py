@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import asdict
@@ -187,7 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: ComfyUI's native extensions can crash in it
+    gpu_bench.exit_without_teardown(main())
