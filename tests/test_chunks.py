@@ -11,7 +11,8 @@ import pytest
 
 from worker.chunks import plan_frame_chunks, plan_window_chunks, slice_indices
 from worker.config import DEFAULT_WORKFLOW
-from worker.graph_check import _FrameCounter, check_graph, load_catalogue, load_manifest
+from worker.graph_check import _FrameCounter, check_graph, load_catalogue
+from worker.models import load_manifest
 from worker.windows import covered_frames, plan_windows, reflect_indices
 from worker.workflow import Workflow
 
@@ -84,7 +85,7 @@ def chunk_graphs(workflow: Workflow, frames: int, per_chunk: int) -> list[tuple[
 
 @pytest.mark.parametrize(("frames", "per_chunk"), [(721, 4), (240, 1), (300, 2), (1000, 3)])
 def test_every_chunk_graph_passes_the_pinned_checks(workflow, frames, per_chunk):
-    catalogue, installed = load_catalogue(), load_manifest()
+    catalogue, installed = load_catalogue(), load_manifest().installed()
     for chunk, graph in chunk_graphs(workflow, frames, per_chunk):
         problems = check_graph(
             graph,

@@ -16,6 +16,7 @@ import pytest
 
 import download_models
 from tests.support.fake_hub import FakeHub
+from worker import models
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "download_models.py"
@@ -428,14 +429,14 @@ def test_check_remote_compares_manifest_with_the_hub(setup: Setup) -> None:
 
 
 def test_real_manifest_is_well_formed() -> None:
-    manifest = download_models.load_manifest(ROOT / "models" / "manifest.json")
+    manifest = models.load_manifest(ROOT / "models" / "manifest.json")
     raw = json.loads((ROOT / "models" / "manifest.json").read_text())
 
     entries = raw["files"] + [f for alt in raw["alternatives"].values() for f in alt["files"]]
     for item in entries:
         for key in ("filename", "folder", "repo", "path", "revision", "size", "sha256"):
             assert key in item, (item["filename"], key)
-        assert item["folder"] in download_models.FOLDERS
+        assert item["folder"] in models.FOLDERS
         assert (item["size"] or item.get("size_estimate", 0)) > 0
         if item["revision"] is None:
             assert item.get("todo"), f"{item['filename']}: null revision without a note"
@@ -454,6 +455,19 @@ def test_real_manifest_is_well_formed() -> None:
     assert len(manifest.select("bf16")) == len(manifest.select())
 
 
+def test_installed_names_each_folder_of_a_variant() -> None:
+    dit = entry("diffusion_model", "diffusion_models", "fp8.safetensors", "d/fp8.safetensors", VAE, "a" * 40)
+    vae = entry("vae", "vae", "vae.safetensors", "vae/vae.safetensors", VAE, "a" * 40)
+    bf16 = {**dit, "filename": "bf16.safetensors", "path": "d/bf16.safetensors"}
+    manifest = models.parse_manifest(
+        {"default_variant": "fp8", "files": [dit, vae], "alternatives": {"bf16": {"files": [bf16]}}}
+    )
+    assert manifest.installed() == {"diffusion_models": {"fp8.safetensors"}, "vae": {"vae.safetensors"}}
+    assert manifest.installed("bf16")["diffusion_models"] == {"bf16.safetensors"}
+    with pytest.raises(models.ManifestError, match="unknown variant 'fp4'"):
+        manifest.installed("fp4")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -468,8 +482,8 @@ def test_real_manifest_is_well_formed() -> None:
 )
 def test_manifest_validation_rejects_bad_entries(change: dict, message: str) -> None:
     good = entry("vae", "vae", "vae.safetensors", "vae/vae.safetensors", VAE, "a" * 40)
-    with pytest.raises(download_models.ManifestError, match=re.escape(message)):
-        download_models.parse_manifest({"files": [{**good, **change}]})
+    with pytest.raises(models.ManifestError, match=re.escape(message)):
+        models.parse_manifest({"files": [{**good, **change}]})
 
 
 def test_progress_reports_each_download_and_the_total(

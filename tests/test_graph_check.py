@@ -18,11 +18,11 @@ from worker.graph_check import (
     check_graph,
     extract_catalogue,
     load_catalogue,
-    load_manifest,
     load_repo_nodes,
     main,
     workflow_graphs,
 )
+from worker.models import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FREE = REPO / "workflows" / "model_free_still.json"
@@ -257,27 +257,6 @@ def test_built_in_vae_values_are_not_files(catalogue):
     assert not [p for p in check_graph(graph, catalogue, installed_models={}) if "manifest" in p]
 
 
-def test_load_manifest_by_folder_with_an_optional_variant(tmp_path):
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "files": [
-                    {"filename": "a.safetensors", "folder": "vae", "repo": "x/y"},
-                    {"filename": "b.onnx", "folder": "detection"},
-                ],
-                "alternatives": {
-                    "bf16": {"files": [{"filename": "c.safetensors", "folder": "diffusion_models"}]}
-                },
-            }
-        )
-    )
-    assert load_manifest(manifest) == {"vae": {"a.safetensors"}, "detection": {"b.onnx"}}
-    assert load_manifest(manifest, variant="bf16")["diffusion_models"] == {"c.safetensors"}
-    with pytest.raises(KeyError, match="no variant 'fp4'"):
-        load_manifest(manifest, variant="fp4")
-
-
 def test_cli_requires_frames_unless_extracting():
     with pytest.raises(SystemExit) as caught:
         main([])
@@ -304,9 +283,9 @@ def test_wan_graphs_refuse_the_core_lora_loader(catalogue, node):
 
 def test_the_strict_lora_loaders_files_are_checked_against_the_manifest(catalogue):
     graph = _pinned_wan_graph()
-    assert check_graph(graph, catalogue, installed_models=load_manifest()) == []
+    assert check_graph(graph, catalogue, installed_models=load_manifest().installed()) == []
     graph["22"]["inputs"]["lora_name"] = "WanAnimate_relight_lora_fp16.safetensors"  # pinned before
-    assert check_graph(graph, catalogue, installed_models=load_manifest()) == [
+    assert check_graph(graph, catalogue, installed_models=load_manifest().installed()) == [
         "node 22 (StrictLoraLoaderModelOnly): lora_name: "
         "models/loras/WanAnimate_relight_lora_fp16.safetensors is not a file the model manifest installs"
     ]
@@ -346,10 +325,10 @@ def test_model_names_are_checked_against_the_manifest_not_the_catalogue(catalogu
             "inputs": {"unet_name": "wan2.2_animate_14B_bf16.safetensors", "weight_dtype": "default"},
         }
     }
-    assert check_graph(graph, catalogue, installed_models=load_manifest(variant="bf16")) == [
+    assert check_graph(graph, catalogue, installed_models=load_manifest().installed("bf16")) == [
         "the graph must have exactly one output node, has 0: []"
     ]
-    problems = check_graph(graph, catalogue, installed_models=load_manifest())
+    problems = check_graph(graph, catalogue, installed_models=load_manifest().installed())
     assert (
         "node 1 (UNETLoader): unet_name: models/diffusion_models/wan2.2_animate_14B_bf16.safetensors "
         "is not a file the model manifest installs" in problems
@@ -357,35 +336,6 @@ def test_model_names_are_checked_against_the_manifest_not_the_catalogue(catalogu
     assert not [p for p in problems if "value_not_in_list" in p]
     graph["1"]["inputs"]["unet_name"] = ""
     assert "node 1 (UNETLoader): unet_name must name a model file" in check_graph(graph, catalogue)
-
-
-def test_a_variant_replaces_the_default_files_of_its_role(tmp_path):
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "default_variant": "fp8",
-                "files": [
-                    {"role": "dit", "filename": "fp8.safetensors", "folder": "diffusion_models"},
-                    {"role": "vae", "filename": "vae.safetensors", "folder": "vae"},
-                ],
-                "alternatives": {
-                    "bf16": {
-                        "files": [
-                            {"role": "dit", "filename": "bf16.safetensors", "folder": "diffusion_models"}
-                        ]
-                    }
-                },
-            }
-        )
-    )
-    assert load_manifest(manifest, variant="fp8") == load_manifest(manifest)
-    assert load_manifest(manifest, variant="bf16") == {
-        "diffusion_models": {"bf16.safetensors"},
-        "vae": {"vae.safetensors"},
-    }
-    with pytest.raises(KeyError, match=r"no variant 'fp4'; it has \['fp8', 'bf16'\]"):
-        load_manifest(manifest, variant="fp4")
 
 
 def test_cli_checks_the_bf16_switch(monkeypatch, capsys):

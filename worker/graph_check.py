@@ -40,12 +40,12 @@ from typing import Any
 from worker.apigraph import is_link, upstream
 from worker.config import DEFAULT_WORKFLOW, REPO_ROOT
 from worker.errors import WorkerError
+from worker.models import LOADER_FOLDERS, MANIFEST_PATH, load_manifest
 
 CATALOGUE_PATH = REPO_ROOT / "workflows" / "object_info_pinned.json"
 # This repository's own node classes (comfyui_nodes/wan_worker_nodes): their catalogue entries.
 REPO_NODES_PATH = REPO_ROOT / "comfyui_nodes" / "wan_worker_nodes" / "catalogue.json"
 SHARED_CATALOGUE = REPO_ROOT.parent / "shared" / "comfyui" / "object_info_stack.json"
-MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
 PINNED_STACK = (
     "ComfyUI 0.33.0 (783545f6); ComfyUI-WanAnimatePreprocess 1.0.3 (0e0b6a2a); ComfyUI-KJNodes 1.5.0 "
     "(3f200542); ComfyUI-segment-anything-2 1.0.1 (c59676b0); ComfyUI-VideoHelperSuite 1.7.9 (4ee72c06); "
@@ -60,27 +60,11 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # Combos listing ComfyUI's input/ folder: job-specific names, checked by the node's own validation.
 INPUT_FILE_COMBOS = {("LoadImage", "image"), ("LoadVideo", "file"), ("VHS_LoadVideo", "video")}
 
-# Loader input -> the models folder its file is read from (STACK.md section 4).
-MODEL_INPUTS = {
-    ("UNETLoader", "unet_name"): "diffusion_models",
-    ("DiffusionModelLoaderKJ", "model_name"): "diffusion_models",
-    ("CLIPLoader", "clip_name"): "text_encoders",
-    ("VAELoader", "vae_name"): "vae",
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-    ("LoraLoaderModelOnly", "lora_name"): "loras",
-    ("StrictLoraLoaderModelOnly", "lora_name"): "loras",
-    ("LoraLoader", "lora_name"): "loras",
-    ("OnnxDetectionModelLoader", "vitpose_model"): "detection",
-    ("OnnxDetectionModelLoader", "yolo_model"): "detection",
-    ("OnnxDetectionModelLoaderChecked", "vitpose_model"): "detection",
-    ("OnnxDetectionModelLoaderChecked", "yolo_model"): "detection",
-    ("DownloadAndLoadSAM2Model", "model"): "sam2",
-}
 BUILT_IN_MODEL_VALUES = {"pixel_space"}
 # Model inputs whose option list is the node's own fixed list (the pack's code), not a folder listing.
 FIXED_MODEL_LISTS = {("DownloadAndLoadSAM2Model", "model")}
 # The rest list the capture machine's models folder: checked against the manifest, never that list.
-FOLDER_MODEL_INPUTS = set(MODEL_INPUTS) - FIXED_MODEL_LISTS
+FOLDER_MODEL_INPUTS = set(LOADER_FOLDERS) - FIXED_MODEL_LISTS
 
 # Pack nodes that Wan graphs must run through this repository's guard of them
 # (comfyui_nodes/wan_worker_nodes): pack class -> (our class, why).
@@ -609,7 +593,7 @@ class _Checker:
     def check_models(self, installed: Mapping[str, set[str]]) -> None:
         for node_id, node in self.graph.items():
             for name, value in node["inputs"].items():
-                folder = MODEL_INPUTS.get((node["class_type"], name))
+                folder = LOADER_FOLDERS.get((node["class_type"], name))
                 if folder is None or not isinstance(value, str) or value in BUILT_IN_MODEL_VALUES:
                     continue
                 filename = _sam2_file(value, node["inputs"]) if folder == "sam2" else value
@@ -805,29 +789,6 @@ def load_catalogue(path: Path = CATALOGUE_PATH) -> dict[str, Any]:
     return data["nodes"] if "nodes" in data and "stack" in data else data
 
 
-def load_manifest(path: Path = MANIFEST_PATH, *, variant: str | None = None) -> dict[str, set[str]]:
-    """models folder -> file names the manifest installs for ``variant`` (None or the default
-    variant: the default files; an alternative's files replace the default entries of the same
-    role, as ``download_models.py --variant`` installs them)."""
-    data = json.loads(path.read_text())
-    files = list(data.get("files", []))
-    if variant is not None and variant != data.get("default_variant"):
-        alternatives = data.get("alternatives", {})
-        if variant not in alternatives:
-            known = [str(data["default_variant"])] if "default_variant" in data else []
-            raise KeyError(
-                f"the manifest has no variant {variant!r}; it has {[*known, *sorted(alternatives)]}"
-            )
-        replacing = alternatives[variant].get("files", [])
-        roles = {entry["role"] for entry in replacing if "role" in entry}
-        files = [entry for entry in files if entry.get("role") not in roles or "role" not in entry]
-        files += replacing
-    installed: dict[str, set[str]] = {}
-    for entry in files:
-        installed.setdefault(str(entry["folder"]), set()).add(str(entry["filename"]))
-    return installed
-
-
 def workflow_graphs(folder: Path = REPO_ROOT / "workflows") -> dict[str, dict[str, Any]]:
     """Every pinned workflow graph in ``folder`` (a JSON with a .bindings.json beside it)."""
     graphs = {}
@@ -929,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     manifest = args.manifest or (MANIFEST_PATH if MANIFEST_PATH.is_file() else None)
-    installed = load_manifest(manifest, variant=args.variant) if manifest else None
+    installed = load_manifest(manifest).installed(args.variant) if manifest else None
     problems = check_graph(
         graph,
         load_catalogue(args.catalogue),

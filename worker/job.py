@@ -28,7 +28,7 @@ from worker.comfy_client import ComfyClient
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
 from worker.estimate import TimeModel, figures_for
-from worker.graph_check import MANIFEST_PATH, check_graph, load_catalogue, load_manifest
+from worker.graph_check import check_graph, load_catalogue
 from worker.logs import job_context, log_event
 from worker.media import (
     DrivingVideo,
@@ -40,6 +40,7 @@ from worker.media import (
     prepare_avatar,
     validate_output,
 )
+from worker.models import MANIFEST_PATH, load_manifest
 from worker.onnx_providers import providers_in_use, start_refusal
 from worker.progress import ProgressReporter, ProgressSink
 from worker.request import JobRequest, output_key, parse_request, sanitize_id
@@ -80,7 +81,7 @@ class JobRunner:
         self.workflow = Workflow.load(settings.workflow)
         self.catalogue = load_catalogue()
         # Model names are checked against what the manifest installs for MODEL_VARIANT.
-        self.installed_models = load_manifest(variant=settings.model_variant)
+        self.installed_models = load_manifest().installed(settings.model_variant)
         self._check_workflow_at_start()
         self.storage = storage or Storage(
             endpoint=settings.minio_endpoint,

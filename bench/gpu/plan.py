@@ -14,15 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# (class_type, input) -> ComfyUI models folder
-LOADER_INPUTS = {
-    ("UNETLoader", "unet_name"): "diffusion_models",
-    ("LoraLoaderModelOnly", "lora_name"): "loras",
-    ("StrictLoraLoaderModelOnly", "lora_name"): "loras",  # comfyui_nodes/wan_worker_nodes/lora.py
-    ("CLIPLoader", "clip_name"): "text_encoders",
-    ("VAELoader", "vae_name"): "vae",
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-}
+from worker.models import LOADER_FOLDERS
+
+# The loaders whose files have a shape-true builder here (the packs' loaders are --packs' business).
+SHAPE_TRUE_FOLDERS = frozenset({"diffusion_models", "loras", "text_encoders", "vae", "clip_vision"})
+LOADER_INPUTS = {key: folder for key, folder in LOADER_FOLDERS.items() if folder in SHAPE_TRUE_FOLDERS}
 
 
 @dataclass(frozen=True)
