@@ -64,6 +64,8 @@ from minio.error import MinioException, S3Error
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from worker.probe import ProbeError, ffprobe
+
 RUNPOD_API_BASE = "https://api.runpod.ai/v2"
 WIDTH, HEIGHT, FPS = 1280, 720, 24
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
@@ -164,12 +166,11 @@ class EndpointClient:
 # -- media facts, measured here -----------------------------------------------------------------
 
 
-def ffprobe(path: Path, *options: str) -> dict[str, Any]:
-    command = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", *options]
-    result = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise ValueError(f"ffprobe cannot read {path.name}: {result.stderr.strip()[:300]}")
-    return json.loads(result.stdout)
+def probe_file(path: Path, *options: str) -> dict[str, Any]:
+    try:
+        return ffprobe(path, *options, timeout_s=600)
+    except ProbeError as exc:
+        raise ValueError(f"ffprobe cannot read {path.name}: {exc.reason}") from exc
 
 
 def expected_frames(duration_s: float) -> int:
@@ -190,7 +191,7 @@ def _stream_duration(stream: dict[str, Any]) -> float:
 
 def driving_facts(path: Path) -> tuple[float, int, bool]:
     """(duration of the video stream in s, frames at 24 fps, has audio) of a driving video."""
-    probe = ffprobe(path, "-count_packets")
+    probe = probe_file(path, "-count_packets")
     streams = probe.get("streams") or []
     video = next(
         (
@@ -212,9 +213,9 @@ def driving_facts(path: Path) -> tuple[float, int, bool]:
 def check_video_file(record: JobRecord, path: Path, inputs: Inputs) -> None:
     """The output file against the contract, measured with ffprobe and ffmpeg."""
     try:
-        probe = ffprobe(path)
-        counted = ffprobe(path, "-count_frames", "-select_streams", "v:0")
-    except (ValueError, subprocess.TimeoutExpired) as exc:
+        probe = probe_file(path)
+        counted = probe_file(path, "-count_frames", "-select_streams", "v:0")
+    except ValueError as exc:
         record.check("probe", False, str(exc))
         return
     streams = probe.get("streams", [])

@@ -88,6 +88,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from worker.probe import ProbeError, ffprobe
+
 FAKE_VERSION = "0.33.0-fake"
 DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -675,24 +677,14 @@ class NodeContext:
 
 
 def _ffprobe(path: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        log = [line for line in proc.stderr.splitlines() if line.strip()]
-        detail = log[0] if log else "unknown error"
-        match = re.match(r"\[(.+?) @ 0x[0-9a-f]+\] (.*)", detail)
-        if match:
-            detail = f"[{match.group(1)}] {match.group(2)}"
+    try:
+        return ffprobe(path)
+    except ProbeError as exc:
         raise NodeFailure(
             "av.error.InvalidDataError",
             "[Errno 1094995529] Invalid data found when processing input: "
-            f"'{path}'; last error log: {detail}",
-        )
-    return json.loads(proc.stdout)
+            f"'{path}'; last error log: {exc.reason}",
+        ) from exc
 
 
 def _rate(text: str | None) -> float:

@@ -12,6 +12,7 @@ from worker.chunk_media import check_chunk, cut_slice, encode_frames, join_chunk
 from worker.chunks import Chunk, slice_indices
 from worker.errors import WorkerError
 from worker.media import conform_driving_video, probe_video
+from worker.probe import ffprobe
 
 W, H, FPS = 1280, 720, 24
 FRAME_BYTES = W * H * 3
@@ -120,16 +121,16 @@ def test_the_workers_encode_keeps_colours_as_saved(tmp_path):
     raw.write_bytes(bytes(frame) * 2)
     out = tmp_path / "flat.mp4"
     encode_frames(raw, out, width=W, height=H, frames=2, fps=FPS)
-    entries = "stream=color_space,color_primaries,color_transfer,color_range"
-    facts = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", entries, "-of", "default=nw=1", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert sorted(facts) == sorted(
-        ["color_range=tv", "color_space=bt709", "color_transfer=bt709", "color_primaries=bt709"]
-    )
+    (stream,) = ffprobe(out)["streams"]
+    tags = {
+        key: stream.get(key) for key in ("color_range", "color_space", "color_transfer", "color_primaries")
+    }
+    assert tags == {
+        "color_range": "tv",
+        "color_space": "bt709",
+        "color_transfer": "bt709",
+        "color_primaries": "bt709",
+    }
     decoded = decode(out)[0]
     for number, colour in enumerate(patches):
         x, y = number * band + band // 2, H // 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from localdev.media_fixtures import (
     make_truncated_mp4,
 )
 from tests.support.comfy import worker_env
+from worker.probe import ffprobe
 
 AVATAR_KEY = "inputs/avatar.png"
 VIDEO_KEY = "inputs/talk.mp4"
@@ -101,30 +101,10 @@ def stack(
         assert after[key] == before[key], f"input {key} was modified"
 
 
-def ffprobe(path: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_packets",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout)
-
-
 def fetch_output(stack: Stack, key: str, tmp_path: Path) -> dict[str, Any]:
     path = tmp_path / "fetched.mp4"
     path.write_bytes(stack.s3.get_bytes(key))
-    probe = ffprobe(path)
+    probe = ffprobe(path, "-count_packets")
     video = next(s for s in probe["streams"] if s["codec_type"] == "video")
     audio = [s for s in probe["streams"] if s["codec_type"] == "audio"]
     return {

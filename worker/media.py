@@ -61,6 +61,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from worker.errors import ErrorCode, WorkerError
 from worker.logs import log_event
+from worker.probe import ProbeError, ffprobe
 
 # Pillow format name -> the name users know.
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
@@ -391,23 +392,20 @@ def _tag(stream: dict[str, Any], name: str) -> str:
 
 
 def _ffprobe_json(options: Sequence[str], path: Path, *, what: str, code: ErrorCode) -> dict[str, Any]:
-    args = ["ffprobe", "-v", "error", *options, "-of", "json", str(path)]
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise WorkerError(code, f"reading {what} took longer than {PROBE_TIMEOUT_S:g} s") from exc
-    if proc.returncode != 0:
-        reason = _ffmpeg_reason(proc.stderr, [path])
+        return ffprobe(path, *options, timeout_s=PROBE_TIMEOUT_S, streams_and_format=False)
+    except ProbeError as exc:
+        if exc.timed_out:
+            raise WorkerError(code, f"reading {what} took longer than {PROBE_TIMEOUT_S:g} s") from exc
+        if not exc.stderr:
+            raise WorkerError(code, f"{what} cannot be read ({exc.reason})") from exc
+        reason = _ffmpeg_reason(exc.stderr, [path])
         raise WorkerError(
             code,
             f"{what} cannot be read ({reason}): the file is truncated, damaged or not a video; "
             "upload a complete MP4, MOV, MKV or WebM file",
             details={"reason": reason},
-        )
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise WorkerError(code, f"{what} cannot be read (ffprobe gave no usable answer)") from exc
+        ) from exc
 
 
 def _packets_duration(path: Path, index: int, *, what: str, code: ErrorCode) -> float | None:

@@ -9,10 +9,8 @@ media generated at test time, and the model-free graph bound to them.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 
 from localdev.fake_comfyui import FakeComfyUI
 from localdev.media_fixtures import make_avatar_image, make_driving_video
+from worker.probe import ffprobe
 from worker.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,14 +115,7 @@ def unused_port() -> int:
 
 def probe_video(path: Path) -> dict[str, Any]:
     """ffprobe's view of a file: {"video": {...} | None, "audio": {...} | None, "format": {...}}."""
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    info = json.loads(result.stdout)
+    info = ffprobe(path, timeout_s=30)
     streams = info.get("streams", [])
     return {
         "video": next((s for s in streams if s.get("codec_type") == "video"), None),

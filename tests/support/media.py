@@ -41,6 +41,7 @@ import pytest
 from PIL import Image
 
 from localdev.media_fixtures import make_avatar_image, make_driving_video
+from worker.probe import ffprobe
 
 
 @pytest.fixture
@@ -108,14 +109,7 @@ def extract_frame(video: Path, index: int) -> Image.Image:
 
 
 def stream_facts(path: Path) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(proc.stdout)["streams"]
+    return ffprobe(path, timeout_s=120)["streams"]
 
 
 def file_sha256(path: Path) -> str:
