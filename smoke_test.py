@@ -42,7 +42,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -64,15 +63,15 @@ from minio.error import MinioException, S3Error
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from worker.contract import OUTPUT, frames_for, key_segment, normalize_prefix, output_key
 from worker.probe import ProbeError, ffprobe
 
 RUNPOD_API_BASE = "https://api.runpod.ai/v2"
-WIDTH, HEIGHT, FPS = 1280, 720, 24
+WIDTH, HEIGHT, FPS = OUTPUT.width, OUTPUT.height, OUTPUT.fps
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_POLL_FAILURES = 5
 CANCEL_GRACE_S = 30.0
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 DEFAULT_BINDINGS = Path(__file__).resolve().parent / "workflows" / "wan22_animate_replace.bindings.json"
 
 
@@ -173,12 +172,6 @@ def probe_file(path: Path, *options: str) -> dict[str, Any]:
         raise ValueError(f"ffprobe cannot read {path.name}: {exc.reason}") from exc
 
 
-def expected_frames(duration_s: float) -> int:
-    """Frames of a video stream lasting ``duration_s`` conformed to 24 fps: N = floor(D * 24 + 1/2),
-    at least 1 (the product's rule, as in worker/media.py; a 5 s clip gives 120 frames)."""
-    return max(1, math.floor(duration_s * FPS + 0.5))
-
-
 def _stream_duration(stream: dict[str, Any]) -> float:
     if stream.get("duration"):
         return float(stream["duration"])
@@ -207,7 +200,7 @@ def driving_facts(path: Path) -> tuple[float, int, bool]:
     if duration <= 0:
         raise ValueError(f"{path.name} has no duration")
     has_audio = any(s.get("codec_type") == "audio" and int(s.get("nb_read_packets") or 0) for s in streams)
-    return duration, expected_frames(duration), has_audio
+    return duration, frames_for(duration), has_audio
 
 
 def check_video_file(record: JobRecord, path: Path, inputs: Inputs) -> None:
@@ -452,11 +445,6 @@ def _describe_progress(progress: Any) -> str:
 # -- one job --------------------------------------------------------------------------------------
 
 
-def sanitize_id(value: str) -> str:
-    """The worker's rule for ids in keys: letters, digits, '.', '_', '-'."""
-    return _UNSAFE_ID_CHARS.sub("_", value).strip("._")[:128]
-
-
 def run_job(
     index: int,
     args: argparse.Namespace,
@@ -507,7 +495,7 @@ def run_job(
         return record
     assert isinstance(key, str)
     record.output_key = key
-    expected_key = f"{args.output_prefix}/{args.user_id}/{args.avatar_id}/{sanitize_id(record.id)}.mp4"
+    expected_key = output_key(args.output_prefix, record.id, args.user_segment, args.avatar_segment)
     record.check(
         "key_naming", key == expected_key, key if key == expected_key else f"{key}, expected {expected_key}"
     )
@@ -805,11 +793,24 @@ def parse_args(argv: list[str] | None, env: Mapping[str, str]) -> argparse.Names
         if not args.api_key:
             parser.error("--endpoint-id needs RUNPOD_API_KEY in the environment")
         args.api_url = f"{RUNPOD_API_BASE}/{args.endpoint_id}"
-    args.output_prefix = args.output_prefix.strip("/")
+    try:
+        args.output_prefix = normalize_prefix(args.output_prefix)
+        # The key segments the worker makes of the ids (the worker's own rule, worker/contract.py).
+        args.user_segment = key_segment(args.user_id, name="--user-id") if args.user_id.strip() else None
+        args.avatar_segment = (
+            key_segment(args.avatar_id, name="--avatar-id") if args.avatar_id.strip() else None
+        )
+    except ValueError as exc:  # IdError is a ValueError
+        parser.error(str(exc))
     if args.report_dir is not None and args.report is None:
         args.report = args.report_dir / "report.json"
     args.windows_section = _windows_section(args.windows_bindings)
     return args
+
+
+def _id_segment(value: str, name: str) -> str | None:
+    """The key segment the worker makes of an id (None: absent, the worker's placeholder)."""
+    return key_segment(value, name=name) if value.strip() else None
 
 
 def _windows_section(path: Path | None) -> dict[str, Any] | None:

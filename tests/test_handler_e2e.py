@@ -199,7 +199,7 @@ def test_happy_path_without_audio_and_presigned_url(stack: Stack, tmp_path: Path
         }
     )
     assert "error" not in result, result
-    assert result["minio_key"] == "outputs/job-1.mp4"
+    assert result["minio_key"] == "outputs/_no-user/_no-avatar/job-1.mp4"
     assert result["video"]["frames"] == 24
     assert result["video"]["has_audio"] is False
     fetched = fetch_output(stack, result["minio_key"], tmp_path)
@@ -270,11 +270,13 @@ def test_job_delivered_twice_is_not_generated_again(stack: Stack) -> None:
 
 def test_an_invalid_existing_output_is_regenerated(stack: Stack) -> None:
     job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
-    stack.s3.put("outputs/again.mp4", b"not a video", metadata={"frames": "24", "has-audio": "0"})
+    stack.s3.put(
+        "outputs/_no-user/_no-avatar/again.mp4", b"not a video", metadata={"frames": "24", "has-audio": "0"}
+    )
     result = stack.run(job, job_id="again")
     assert "error" not in result, result
     assert result["reused"] is False
-    assert stack.s3.get_bytes("outputs/again.mp4") != b"not a video"
+    assert stack.s3.get_bytes("outputs/_no-user/_no-avatar/again.mp4") != b"not a video"
 
 
 def test_sampler_progress_reaches_status(stack: Stack) -> None:
@@ -328,7 +330,7 @@ def test_cached_rerun_without_a_file_is_recovered(stack: Stack) -> None:
     stack.comfy.set_fault("cached_rerun")
     second = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}, "c2")
     assert "error" not in second, second
-    assert second["minio_key"] == "outputs/c2.mp4"
+    assert second["minio_key"] == "outputs/_no-user/_no-avatar/c2.mp4"
     assert second["video"]["frames"] == 24
 
 

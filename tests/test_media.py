@@ -20,11 +20,11 @@ from localdev.media_fixtures import (
     make_truncated_mp4,
 )
 from tests.support.media import extract_frame, file_sha256, stream_facts
+from worker.contract import frames_for
 from worker.errors import ErrorCode, WorkerError
 from worker.media import (
     DrivingVideo,
     conform_driving_video,
-    conformed_frame_count,
     cpu_threads,
     finalize_output,
     prepare_avatar,
@@ -235,7 +235,7 @@ def test_frame_count_rule(
     src = driving_video_factory(seconds, fps=fps, width=160, height=90, audio=False)
     source = probe_video(src)
     driving = conform_driving_video(src, tmp_path / "d.mp4", width=320, height=180, max_duration_s=60)
-    assert driving.frames == conformed_frame_count(source.duration_s, 24)
+    assert driving.frames == frames_for(source.duration_s, 24)
     assert driving.frames == round(source.duration_s * 24)
     assert probe_video(driving.path).frames == driving.frames
 

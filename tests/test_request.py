@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from worker.contract import NO_AVATAR, NO_USER, output_key, sanitize_id
 from worker.errors import ErrorCode, WorkerError
-from worker.request import output_key, parse_request, sanitize_id
+from worker.request import parse_request
 
 BASE = {"input_image_minio_path": "avatars/a.png", "driving_video_path": "videos/d.mp4"}
 
@@ -103,11 +104,47 @@ def test_ids_are_sanitised_into_one_key_segment() -> None:
     assert parse(user_id=42).user_id == "42"
 
 
-def test_output_key_leaves_absent_ids_out() -> None:
+def test_output_key_puts_placeholders_where_ids_are_absent() -> None:
+    """The layout never shifts: without user_id an avatar named alice is not written where a user
+    named alice's videos are."""
     assert output_key("outputs", "job-1", "u1", "a1") == "outputs/u1/a1/job-1.mp4"
-    assert output_key("outputs", "job-1", None, "a1") == "outputs/a1/job-1.mp4"
-    assert output_key("outputs", "job-1", None, None) == "outputs/job-1.mp4"
-    assert output_key("out/v2", "sync-12ab/x", "u", None) == "out/v2/u/sync-12ab_x.mp4"
+    assert output_key("outputs", "job-1", None, "alice") == f"outputs/{NO_USER}/alice/job-1.mp4"
+    assert output_key("outputs", "job-1", "alice", None) == f"outputs/alice/{NO_AVATAR}/job-1.mp4"
+    assert output_key("outputs", "job-1", None, None) == f"outputs/{NO_USER}/{NO_AVATAR}/job-1.mp4"
+    assert output_key("out/v2", "sync-12ab/x", "u", None) == f"out/v2/u/{NO_AVATAR}/sync-12ab_x.mp4"
+    # No sanitised id can be a placeholder: leading '_' is stripped.
+    assert parse(user_id=NO_USER).user_id == NO_USER.lstrip("_")  # type: ignore[attr-defined]
+
+
+def test_a_run_of_unsafe_characters_is_one_underscore() -> None:
+    """The rule the smoke test used to restate differently (``a::b`` -> ``a__b`` there)."""
+    assert sanitize_id("a::b") == "a_b"
+    assert sanitize_id("a: /b") == "a_b"
+
+
+def test_ids_longer_than_the_limit_are_refused_not_cut() -> None:
+    """Two 300-character ids sharing their first 128 characters would name the same object."""
+    assert parse(user_id="u" * 128).user_id == "u" * 128  # type: ignore[attr-defined]
+    error = error_of({**BASE, "user_id": "u" * 129})
+    assert error.code is ErrorCode.INVALID_INPUT and error.details["field"] == "user_id"
+    assert "at most 128" in error.message
+
+
+@pytest.mark.parametrize("field", ["driving_video_path", "input_image_minio_path", "input_image_url"])
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_key_is_refused_not_taken_for_absent(field: str, empty: str) -> None:
+    error = error_of({**BASE, field: empty}, default="videos/default.mp4")
+    assert error.code is ErrorCode.INVALID_INPUT
+    assert error.details["field"] == field and "is empty" in error.message
+
+
+def test_an_absent_or_null_driving_video_takes_the_default() -> None:
+    for raw in (
+        {"input_image_minio_path": "a.png"},
+        {"input_image_minio_path": "a.png", "driving_video_path": None},
+    ):
+        request = parse_request(raw, default_driving_video="videos/default.mp4")
+        assert request.driving_video_key == "videos/default.mp4"
 
 
 def test_framing_defaults_to_fit_and_crop_can_be_asked_for() -> None:

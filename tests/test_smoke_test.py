@@ -175,6 +175,22 @@ def test_real_worker_two_jobs_pass_every_check_with_timings(
         assert {check["name"] for check in job["checks"]} >= {"fps_24", "frame_count", "decodes_to_end"}
 
 
+def test_key_check_uses_the_workers_id_rule_and_prefix(
+    real_worker: str, s3: S3Bucket, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Ids the worker cleans (a run of bad characters is one '_') and a prefix given with slashes:
+    the smoke test expects the key the worker writes (it used to expect ``team__a``)."""
+    report = tmp_path / "report.json"
+    ids = ["--user-id", "team::a", "--avatar-id", " ava/tar ", "--output-prefix", "/outputs/"]
+    code, text = run_smoke(["--api-url", real_worker, *SMALL_FIXTURES, *ids, "--report", str(report)], s3_env)
+    assert code == 0, text
+    (job,) = json.loads(report.read_text())["jobs"]
+    assert job["output_key"] == f"outputs/team_a/ava_tar/{job['id']}.mp4"
+    stored = s3.keys()
+    assert job["output_key"] in stored
+    assert any(check["name"] == "key_naming" and check["passed"] for check in job["checks"])
+
+
 def test_real_worker_report_dir_leaves_pictures_and_seam_scores(
     real_worker: str, s3_env: dict[str, str], tmp_path: Path
 ) -> None:

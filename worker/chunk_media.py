@@ -19,6 +19,7 @@ from typing import Any
 
 import ffmpeg
 
+from worker.contract import OUTPUT
 from worker.errors import ErrorCode, WorkerError
 from worker.media import (
     _SCALE_FLAGS,
@@ -134,7 +135,7 @@ def check_chunk(path: Path, *, frames: int, width: int, height: int) -> None:
     """OUTPUT_INVALID unless ``path`` is an H.264 yuv420p video of ``frames`` ``width``x``height`` frames."""
     info = _probe(path, what="a chunk's video", code=ErrorCode.OUTPUT_INVALID).info
     found = (info.video_codec, info.pix_fmt, info.width, info.height, info.frames)
-    if found != ("h264", "yuv420p", width, height, frames):
+    if found != (OUTPUT.codec, OUTPUT.pix_fmt, width, height, frames):
         raise WorkerError(
             ErrorCode.OUTPUT_INVALID,
             f"a chunk's video is {info.video_codec} {info.pix_fmt} {info.width}x{info.height} with "

@@ -24,8 +24,8 @@ from typing import Any
 
 from worker.chunk_media import check_chunk
 from worker.chunks import Chunk
+from worker.contract import sanitize_id
 from worker.logs import log_event
-from worker.request import sanitize_id
 from worker.storage import Storage
 
 META_FINGERPRINT, META_FRAMES = "fingerprint", "frames"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from worker.contract import normalize_prefix
 from worker.errors import ErrorCode, WorkerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +81,8 @@ class Settings:
             minio_public_endpoint=reader.optional("MINIO_PUBLIC_ENDPOINT", _endpoint, None),
             minio_public_use_ssl=reader.optional("MINIO_PUBLIC_ENDPOINT", _url_is_https, None),
             default_driving_video_path=reader.optional("DEFAULT_DRIVING_VIDEO_PATH", str, None),
-            output_prefix=reader.optional("OUTPUT_PREFIX", _prefix, "outputs"),
-            scratch_prefix=reader.optional("SCRATCH_PREFIX", _prefix, "wan-worker-scratch"),
+            output_prefix=reader.optional("OUTPUT_PREFIX", normalize_prefix, "outputs"),
+            scratch_prefix=reader.optional("SCRATCH_PREFIX", normalize_prefix, "wan-worker-scratch"),
             presigned_url_expiry_s=reader.optional(
                 "PRESIGNED_URL_EXPIRY_S", _int_between(60, 7 * 24 * 3600), 3600
             ),
@@ -223,13 +224,6 @@ def _http_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an http(s) URL such as http://127.0.0.1:8188")
     return raw.rstrip("/")
-
-
-def _prefix(raw: str) -> str:
-    value = raw.strip("/")
-    if not value or ".." in value.split("/"):
-        raise ValueError("expected a key prefix such as 'outputs' (no '..')")
-    return value
 
 
 def _existing_dir(raw: str) -> Path:

@@ -26,6 +26,17 @@ from worker.chunk_store import MOTION_SUFFIX, ChunkStore, file_sha256, fingerpri
 from worker.chunks import Chunk
 from worker.comfy_client import ComfyClient
 from worker.config import Settings
+from worker.contract import (
+    META_AUDIO,
+    META_FRAMES,
+    META_WORKFLOW,
+    OUTPUT,
+    IdError,
+    JobResult,
+    frames_for,
+    output_key,
+    sanitize_id,
+)
 from worker.errors import ErrorCode, WorkerError
 from worker.estimate import TimeModel, figures_for
 from worker.graph_check import check_graph, load_catalogue
@@ -34,7 +45,6 @@ from worker.media import (
     DrivingVideo,
     VideoInfo,
     conform_driving_video,
-    conformed_frame_count,
     finalize_output,
     header_duration,
     prepare_avatar,
@@ -43,14 +53,10 @@ from worker.media import (
 from worker.models import MANIFEST_PATH, load_manifest
 from worker.onnx_providers import providers_in_use, start_refusal
 from worker.progress import ProgressReporter, ProgressSink
-from worker.request import JobRequest, output_key, parse_request, sanitize_id
+from worker.request import JobRequest, parse_request
 from worker.storage import Storage
 from worker.urlfetch import fetch_url
 from worker.workflow import Workflow, WorkflowParams
-
-OUTPUT_WIDTH, OUTPUT_HEIGHT, OUTPUT_FPS = 1280, 720, 24
-# Metadata stored with each output so a re-delivered job can check what it finds.
-META_FRAMES, META_AUDIO, META_WORKFLOW = "frames", "has-audio", "workflow-sha256"
 
 
 @dataclass
@@ -216,7 +222,7 @@ class JobRunner:
             device=device,
             sampler_step_s=figures.sampler_step_s,
             preprocess_frame_s=figures.preprocess_frame_s,
-            longest_video_s=round(longest / OUTPUT_FPS, 1),
+            longest_video_s=round(longest / OUTPUT.fps, 1),
             job_timeout_s=self.settings.job_timeout_s,
             level="info" if figures.measured else "warning",
         )
@@ -313,11 +319,14 @@ class _Job:
         self.chunk_store: ChunkStore | None = None  # a chunked job's finished chunks in MinIO
         self.chunks = {"count": 1, "resumed": 0}  # reported in the result
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> JobResult:
         request = parse_request(
             self.raw_input, default_driving_video=self.settings.default_driving_video_path
         )
-        key = output_key(self.settings.output_prefix, self.job_id, request.user_id, request.avatar_id)
+        try:
+            key = output_key(self.settings.output_prefix, self.job_id, request.user_id, request.avatar_id)
+        except IdError as exc:
+            raise WorkerError(ErrorCode.INVALID_INPUT, str(exc)) from exc
         seed = (
             request.seed if request.seed is not None else int(self.runner.workflow.defaults.get("seed", 42))
         )
@@ -374,9 +383,9 @@ class _Job:
                 copy,
                 frames=int(metadata[META_FRAMES]),
                 has_audio=metadata.get(META_AUDIO) == "1",
-                width=OUTPUT_WIDTH,
-                height=OUTPUT_HEIGHT,
-                fps=OUTPUT_FPS,
+                width=OUTPUT.width,
+                height=OUTPUT.height,
+                fps=OUTPUT.fps,
             )
         except (WorkerError, ValueError) as exc:
             log_event("existing_output_ignored", self.job_id, minio_key=key, reason=str(exc))
@@ -396,7 +405,7 @@ class _Job:
                 "negative_prompt": request.negative_prompt,
                 "framing": request.framing,
                 "chunk_windows": self.settings.chunk_windows,
-                "output": [OUTPUT_WIDTH, OUTPUT_HEIGHT, OUTPUT_FPS],
+                "output": [OUTPUT.width, OUTPUT.height, OUTPUT.fps],
             }
         )
 
@@ -442,9 +451,9 @@ class _Job:
             driving = conform_driving_video(
                 video_src,
                 work_dir / "driving.mp4",
-                width=OUTPUT_WIDTH,
-                height=OUTPUT_HEIGHT,
-                fps=OUTPUT_FPS,
+                width=OUTPUT.width,
+                height=OUTPUT.height,
+                fps=OUTPUT.fps,
                 max_duration_s=self.settings.max_video_duration_s,
                 framing=framing,
             )
@@ -532,7 +541,7 @@ class _Job:
                         future.cancel()
                 raise
         with self.clock.measure("postprocess"):
-            join_chunks(parts, generated, fps=OUTPUT_FPS)
+            join_chunks(parts, generated, fps=OUTPUT.fps)
         return generated
 
     def _resumed_chunks(self, store: ChunkStore, chunks: list[Chunk], parts: list[Path]) -> int:
@@ -541,7 +550,7 @@ class _Job:
         for chunk in chunks[:done]:
             try:
                 with self.clock.measure("download"):
-                    store.fetch_video(chunk, parts[chunk.index - 1], width=OUTPUT_WIDTH, height=OUTPUT_HEIGHT)
+                    store.fetch_video(chunk, parts[chunk.index - 1], width=OUTPUT.width, height=OUTPUT.height)
             except WorkerError as exc:
                 log_event("chunk_not_reused", self.job_id, chunk=chunk.index, reason=exc.message)
                 return chunk.index - 1
@@ -559,7 +568,7 @@ class _Job:
             real_frames=chunk.real_frames,
             reflected=chunk.reflected,
             total_frames=driving.frames,
-            fps=OUTPUT_FPS,
+            fps=OUTPUT.fps,
         )
         return path
 
@@ -608,9 +617,9 @@ class _Job:
                     if request.negative_prompt is not None
                     else str(workflow.defaults.get("negative_prompt", ""))
                 ),
-                width=OUTPUT_WIDTH,
-                height=OUTPUT_HEIGHT,
-                fps=float(OUTPUT_FPS),
+                width=OUTPUT.width,
+                height=OUTPUT.height,
+                fps=float(OUTPUT.fps),
             )
             graph = self.runner.checked_graph(
                 params,
@@ -669,12 +678,12 @@ class _Job:
             encode_frames(
                 frames_file,
                 part,
-                width=int(meta.get("width", OUTPUT_WIDTH)),
-                height=int(meta.get("height", OUTPUT_HEIGHT)),
+                width=int(meta.get("width", OUTPUT.width)),
+                height=int(meta.get("height", OUTPUT.height)),
                 frames=int(meta.get("frames", chunk.frames)),
-                fps=OUTPUT_FPS,
+                fps=OUTPUT.fps,
             )
-            check_chunk(part, frames=chunk.frames, width=OUTPUT_WIDTH, height=OUTPUT_HEIGHT)
+            check_chunk(part, frames=chunk.frames, width=OUTPUT.width, height=OUTPUT.height)
             if store is not None:
                 store.save(chunk, part, motion if not chunk.last else None)
         finally:
@@ -693,7 +702,7 @@ class _Job:
             self.runner.storage.upload(
                 path,
                 key,
-                content_type="video/mp4",
+                content_type=OUTPUT.content_type,
                 metadata={
                     META_FRAMES: str(driving.frames),
                     META_AUDIO: "1" if driving.has_audio else "0",
@@ -703,8 +712,8 @@ class _Job:
 
     def _result(
         self, request: JobRequest, key: str, video: VideoInfo, seed: int, *, reused: bool
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = {
+    ) -> JobResult:
+        result: JobResult = {
             "minio_key": key,
             "video": {
                 "width": video.width,
@@ -739,7 +748,7 @@ class _Job:
         if duration is None:
             log_event("duration_unknown_before_download", self.job_id, key=request.driving_video_key)
             return None
-        return conformed_frame_count(duration, OUTPUT_FPS)
+        return frames_for(duration)
 
     def _refuse_if_too_long(self, frames: int | None, *, exact: bool) -> None:
         """INPUT_TOO_LARGE, at once, for a job the time model says cannot end within JOB_TIMEOUT_S."""
@@ -753,16 +762,16 @@ class _Job:
         longest = model.longest_fitting(budget)
         raise WorkerError(
             ErrorCode.INPUT_TOO_LARGE,
-            f"the driving video is {frames / OUTPUT_FPS:.1f} s ({frames} frames, "
+            f"the driving video is {frames / OUTPUT.fps:.1f} s ({frames} frames, "
             f"{estimate.windows} windows): it needs about {estimate.total_s:.0f} s on this worker "
             f"({estimate.gpu}), more than "
-            f"JOB_TIMEOUT_S={budget:g} s. The longest video that fits is {longest / OUTPUT_FPS:.1f} s: "
+            f"JOB_TIMEOUT_S={budget:g} s. The longest video that fits is {longest / OUTPUT.fps:.1f} s: "
             "trim it (or raise JOB_TIMEOUT_S together with the endpoint's execution timeout)",
             details={
                 "estimate_s": estimate.as_dict(),
                 "job_timeout_s": budget,
                 "max_frames": longest,
-                "max_duration_s": round(longest / OUTPUT_FPS, 2),
+                "max_duration_s": round(longest / OUTPUT.fps, 2),
             },
         )
 

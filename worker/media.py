@@ -59,6 +59,7 @@ from typing import Any
 import ffmpeg
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from worker.contract import OUTPUT, frames_for
 from worker.errors import ErrorCode, WorkerError
 from worker.logs import log_event
 from worker.probe import ProbeError, ffprobe
@@ -481,18 +482,13 @@ class DrivingVideo:
     info: VideoInfo  # the conformed file at ``path``
 
 
-def conformed_frame_count(duration_s: float, fps: int) -> int:
-    """N for a video stream lasting ``duration_s``: see the module docstring."""
-    return max(1, math.floor(duration_s * fps + 0.5))
-
-
 def conform_driving_video(
     src: Path,
     dest: Path,
     *,
-    width: int = 1280,
-    height: int = 720,
-    fps: int = 24,
+    width: int = OUTPUT.width,
+    height: int = OUTPUT.height,
+    fps: int = OUTPUT.fps,
     max_duration_s: float,
     framing: str = "fit",
 ) -> DrivingVideo:
@@ -504,7 +500,7 @@ def conform_driving_video(
     probe = _probe(src, what=what, code=ErrorCode.INVALID_MEDIA)
     _check_source(probe, what=what, max_duration_s=max_duration_s)
     source = probe.info
-    frames = conformed_frame_count(source.duration_s, fps)
+    frames = frames_for(source.duration_s, fps)
     threads = cpu_threads()
 
     inp = ffmpeg.input(str(src), threads=threads)
@@ -734,8 +730,8 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
             details={"frames": probe.info.frames, "expected_frames": frames},
         )
     copy = (
-        probe.info.video_codec == "h264"
-        and probe.info.pix_fmt == "yuv420p"
+        probe.info.video_codec == OUTPUT.codec
+        and probe.info.pix_fmt == OUTPUT.pix_fmt
         and (probe.info.frames == frames or _cut_keeps_order(raw, frames))
     )
     video = ffmpeg.input(str(raw))[str(probe.video_index)]
@@ -808,9 +804,9 @@ def validate_output(
     *,
     frames: int,
     has_audio: bool,
-    width: int = 1280,
-    height: int = 720,
-    fps: int = 24,
+    width: int = OUTPUT.width,
+    height: int = OUTPUT.height,
+    fps: int = OUTPUT.fps,
 ) -> VideoInfo:
     """``path``'s VideoInfo when it is exactly what we deliver; OUTPUT_INVALID listing every
     problem (in ``details["problems"]``) otherwise."""
@@ -828,10 +824,10 @@ def validate_output(
 def _problems(probe: _Probe, *, width: int, height: int, fps: int, frames: int, has_audio: bool) -> list[str]:
     info = probe.info
     problems = []
-    if info.video_codec != "h264":
-        problems.append(f"video codec is {info.video_codec}, expected h264")
-    if info.pix_fmt != "yuv420p":
-        problems.append(f"pixel format is {info.pix_fmt}, expected yuv420p")
+    if info.video_codec != OUTPUT.codec:
+        problems.append(f"video codec is {info.video_codec}, expected {OUTPUT.codec}")
+    if info.pix_fmt != OUTPUT.pix_fmt:
+        problems.append(f"pixel format is {info.pix_fmt}, expected {OUTPUT.pix_fmt}")
     if (info.width, info.height) != (width, height):
         problems.append(f"size is {info.width}x{info.height}, expected {width}x{height}")
     if probe.rotation:

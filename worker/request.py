@@ -7,11 +7,11 @@ Field names are the platform's and must not change. Unknown fields are rejected 
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker.contract import IdError, key_segment
 from worker.errors import ErrorCode, WorkerError
 from worker.media import FRAMINGS
 from worker.storage import validate_key
@@ -33,8 +33,6 @@ FIELDS = (
 DEFAULT_FRAMING = "fit"
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**64 - 1
-MAX_ID_CHARS = 128
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,8 @@ def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
             allowed_fields=list(FIELDS),
         )
 
-    image_key = _optional_str(raw, "input_image_minio_path")
-    image_url = _optional_str(raw, "input_image_url")
+    image_key = _optional_source(raw, "input_image_minio_path", when_absent="then give input_image_url")
+    image_url = _optional_source(raw, "input_image_url", when_absent="then give input_image_minio_path")
     if (image_key is None) == (image_url is None):
         raise _invalid("give exactly one of input_image_minio_path (a MinIO key) or input_image_url")
     if image_key is not None:
@@ -77,7 +75,10 @@ def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
                 details={"field": "input_image_url"},
             )
 
-    video_key = _optional_str(raw, "driving_video_path") or default_driving_video
+    video_key = (
+        _optional_source(raw, "driving_video_path", when_absent="DEFAULT_DRIVING_VIDEO_PATH is then used")
+        or default_driving_video
+    )
     if not video_key:
         raise _invalid("driving_video_path is required (no DEFAULT_DRIVING_VIDEO_PATH is configured)")
     video_key = validate_key(video_key, field="driving_video_path")
@@ -96,21 +97,6 @@ def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
     )
 
 
-def sanitize_id(value: str) -> str:
-    """An id made safe as one key segment: letters, digits, '.', '_', '-' only."""
-    cleaned = _UNSAFE_ID_CHARS.sub("_", value).strip("._")
-    return cleaned[:MAX_ID_CHARS]
-
-
-def output_key(prefix: str, job_id: str, user_id: str | None, avatar_id: str | None) -> str:
-    """``{prefix}/{user_id}/{avatar_id}/{job_id}.mp4``, absent ids left out."""
-    safe_job_id = sanitize_id(job_id)
-    if not safe_job_id:
-        raise _invalid(f"job id {job_id!r} cannot be used in an object key")
-    segments = [prefix, *(segment for segment in (user_id, avatar_id) if segment), f"{safe_job_id}.mp4"]
-    return "/".join(segments)
-
-
 def _optional_str(raw: dict[str, Any], name: str) -> str | None:
     value = raw.get(name)
     if value is None:
@@ -119,6 +105,15 @@ def _optional_str(raw: dict[str, Any], name: str) -> str | None:
         raise _invalid(f"{name} must be a string, got {type(value).__name__}", field=name)
     value = value.strip()
     return value or None
+
+
+def _optional_source(raw: dict[str, Any], name: str, *, when_absent: str) -> str | None:
+    """A MinIO key or URL field: absent (or null) is None; given but empty is an error, never
+    taken for absent (an empty driving_video_path must not quietly become the default video)."""
+    value = _optional_str(raw, name)
+    if value is None and name in raw and raw[name] is not None:
+        raise _invalid(f"{name} is empty: give a value, or leave the field out ({when_absent})", field=name)
+    return value
 
 
 def _optional_id(raw: dict[str, Any], name: str) -> str | None:
@@ -130,10 +125,10 @@ def _optional_id(raw: dict[str, Any], name: str) -> str | None:
     text = str(value).strip()
     if not text:
         return None
-    cleaned = sanitize_id(text)
-    if not cleaned:
-        raise _invalid(f"{name} {text!r} has no characters usable in an object key", field=name)
-    return cleaned
+    try:
+        return key_segment(text, name=name)
+    except IdError as exc:
+        raise _invalid(str(exc), field=name) from exc
 
 
 def _optional_seed(raw: dict[str, Any]) -> int | None:

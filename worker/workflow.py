@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.chunks import Chunk, plan_frame_chunks, plan_window_chunks
+from worker.contract import OUTPUT
 from worker.errors import ErrorCode, WorkerError
 from worker.windows import Window, WindowSpec, check_spec, expand_windows, plan_windows
 
@@ -76,9 +77,9 @@ class WorkflowParams:
     seed: int
     prompt: str
     negative_prompt: str
-    width: int = 1280
-    height: int = 720
-    fps: float = 24.0
+    width: int = OUTPUT.width
+    height: int = OUTPUT.height
+    fps: float = float(OUTPUT.fps)
 
     def value(self, name: str) -> Any:
         return getattr(self, name)
