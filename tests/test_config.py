@@ -83,3 +83,14 @@ def test_chunk_settings() -> None:
     assert beside.scratch_prefix == "outputs-scratch"  # a sibling folder, not inside outputs/
     with pytest.raises(WorkerError, match="CHUNK_WINDOWS='-1': must be between 0 and 1000"):
         Settings.from_env({**REQUIRED, "CHUNK_WINDOWS": "-1"})
+
+
+def test_ssl_cert_file_is_read_here_and_must_exist(tmp_path: Path) -> None:
+    """The CA bundle for MinIO over TLS is a setting like the others (storage.py read it itself)."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert Settings.from_env({**REQUIRED, "SSL_CERT_FILE": str(bundle)}).ssl_cert_file == bundle
+    assert Settings.from_env(REQUIRED).ssl_cert_file is None
+    with pytest.raises(WorkerError) as caught:
+        Settings.from_env({**REQUIRED, "SSL_CERT_FILE": str(tmp_path / "missing.pem")})
+    assert "SSL_CERT_FILE" in caught.value.message and "not an existing file" in caught.value.message

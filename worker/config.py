@@ -40,6 +40,7 @@ class Settings:
     minio_region: str | None
     minio_public_endpoint: str | None
     minio_public_use_ssl: bool | None
+    ssl_cert_file: Path | None  # CA bundle for MinIO over TLS (a private CA); None = certifi's
     default_driving_video_path: str | None
     output_prefix: str
     scratch_prefix: str  # finished chunks of running jobs (worker/chunk_store.py)
@@ -80,6 +81,7 @@ class Settings:
             minio_region=reader.optional("MINIO_REGION", str, None),
             minio_public_endpoint=reader.optional("MINIO_PUBLIC_ENDPOINT", _endpoint, None),
             minio_public_use_ssl=reader.optional("MINIO_PUBLIC_ENDPOINT", _url_is_https, None),
+            ssl_cert_file=reader.optional("SSL_CERT_FILE", _existing_file, None),
             default_driving_video_path=reader.optional("DEFAULT_DRIVING_VIDEO_PATH", str, None),
             output_prefix=reader.optional("OUTPUT_PREFIX", normalize_prefix, "outputs"),
             scratch_prefix=reader.optional("SCRATCH_PREFIX", normalize_prefix, "wan-worker-scratch"),
@@ -224,6 +226,13 @@ def _http_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an http(s) URL such as http://127.0.0.1:8188")
     return raw.rstrip("/")
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("not an existing file")
+    return path
 
 
 def _existing_dir(raw: str) -> Path:

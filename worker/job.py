@@ -98,6 +98,7 @@ class JobRunner:
             region=settings.minio_region,
             public_endpoint=settings.minio_public_endpoint,
             public_secure=settings.minio_public_use_ssl,
+            ca_certs=settings.ssl_cert_file,
         )
         self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
         self._attention: dict[str, Any] | None = None

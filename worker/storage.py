@@ -15,7 +15,6 @@ mid-stream resume from the bytes already on disk, pinned to the object's ETag.
 from __future__ import annotations
 
 import http.client
-import os
 import random
 import time
 from collections.abc import Callable
@@ -175,6 +174,7 @@ class Storage:
         part_bytes: int = UPLOAD_PART_BYTES,
         public_endpoint: str | None = None,
         public_secure: bool | None = None,
+        ca_certs: Path | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.bucket = bucket
@@ -187,7 +187,7 @@ class Storage:
             retries=False,  # see the module docstring: one retry layer, ours
             maxsize=10,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            ca_certs=str(ca_certs) if ca_certs else certifi.where(),
         )
         self.client = Minio(
             endpoint,
