@@ -10,6 +10,7 @@ PYTHON ?= python3
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-torch.txt
+	@echo "creating $(VENV) with the pinned requirements (once; about a minute, more on a slow link)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
@@ -38,6 +39,7 @@ lint: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/lint_infra.sh
 
 bench: venv ffmpeg
+	@echo "make bench: whole jobs on the local stack, 3 per video (a few minutes); progress on stderr"
 	$(PY) -m bench.stage_bench
 
 clean:

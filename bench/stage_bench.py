@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         client.fput_object(BUCKET, "inputs/avatar.png", str(avatar), content_type="image/png")
         videos = {}
         for seconds in args.seconds:
+            progress(f"generating a {seconds:g}-second 1080p30 driving video")
             path = make_driving_video(
                 scratch / f"drive-{seconds:g}s.mp4",
                 seconds=seconds,
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                     "id": f"bench-{seconds:g}s-{run}",
                     "input": {"input_image_minio_path": "inputs/avatar.png", "driving_video_path": key},
                 }
+                progress(f"job {run + 1} of {args.runs} for the {seconds:g}-second video")
+                started = time.monotonic()
                 out = subprocess.run(
                     [sys.executable, "-m", "bench.run_job", json.dumps(job)],
                     cwd=REPO,
@@ -162,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" in measured["result"]:
                     raise RuntimeError(f"job failed: {measured['result']}")
                 runs.append(measured)
+                progress(f"  done in {time.monotonic() - started:.1f} s")
             rows.append((seconds, runs))
         print_table(rows)
         if args.json:
@@ -176,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def progress(line: str) -> None:
+    """What the benchmark is doing (stderr: the table on stdout stays clean)."""
+    print(f"[stage_bench] {line}", file=sys.stderr, flush=True)
 
 
 def chunked_workflow(folder: Path, chunk_frames: int) -> Path:

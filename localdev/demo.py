@@ -380,6 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_SERVICE_FAILED
     say("== Wan2.2 Animate worker: local end-to-end demo ==")
     try:
+        # A run that stops early must not leave the previous run's output and pictures as its own.
+        DEMO_DIR.mkdir(parents=True, exist_ok=True)
+        for stale in [
+            OUTPUT_COPY,
+            REPORT_PATH,
+            DEMO_DIR / "timeline.png",
+            *DEMO_DIR.glob("contact_sheet*.png"),
+        ]:
+            stale.unlink(missing_ok=True)
         with sigterm_as_interrupt():
             minio_env = start_s3(services, env)
             comfy_env, stand_in = start_comfy(services, env, work_dir)
@@ -387,9 +396,6 @@ def main(argv: list[str] | None = None) -> int:
             worker_dir.mkdir()
             worker_env = {**env, **minio_env, **comfy_env, "WORK_DIR": str(worker_dir)}
             api_url = start_queue_api(services, worker_env)
-            DEMO_DIR.mkdir(parents=True, exist_ok=True)
-            for stale in [REPORT_PATH, DEMO_DIR / "timeline.png", *DEMO_DIR.glob("contact_sheet*.png")]:
-                stale.unlink(missing_ok=True)
             code = run_smoke_test(api_url, {**env, **minio_env}, REPORT_PATH, args)
             print_summary(REPORT_PATH, minio_env, stand_in)
             save_output(REPORT_PATH, minio_env)

@@ -83,6 +83,10 @@ def test_demo_runs_the_main_job_end_to_end_and_stops_everything() -> None:
 
 
 def test_ctrl_c_cancels_the_job_and_stops_everything() -> None:
+    # The previous run's output must not stay beside an interrupted run's (missing) report.
+    stale = REPO / ".work" / "demo" / "output.mp4"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"the previous run's video")
     # A terminal's Ctrl-C: SIGINT to the demo's process group.
     demo = subprocess.Popen(
         DEMO,
@@ -119,6 +123,7 @@ def test_ctrl_c_cancels_the_job_and_stops_everything() -> None:
     ports = ports_in(output)
     assert len(ports) == 3, output
     assert not [port for port in ports if accepts_connections(port)], "a service outlived the demo"
+    assert not stale.exists(), "the previous run's output.mp4 was left beside an interrupted run"
 
 
 def test_demo_uses_the_services_it_is_given_and_leaves_them_running(
