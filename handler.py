@@ -10,6 +10,7 @@ The steps live in ``worker.job``; this file only connects them to RunPod.
 
     python handler.py                      # serve RunPod jobs
     python handler.py --test_input '{"input": {...}}'   # one job, locally
+    python handler.py --test_input '{"id": "job-7", "input": {...}}'   # ... as job job-7 again
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import os
 import sys
 import threading
+import uuid
 from typing import Any
 
 # runpod reads its log level once, at import; its default (DEBUG) logs every job's whole
@@ -25,14 +27,21 @@ from typing import Any
 os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
 import runpod
+from runpod.serverless.modules import rp_http
 
 from worker.config import Settings
-from worker.errors import WorkerError
+from worker.errors import WorkerError, for_runpod
 from worker.job import JobRunner
 from worker.logs import log_event
 
 _runner: JobRunner | None = None
 _runner_lock = threading.Lock()
+# The id the SDK's local mode (--test_input, test_input.json) gives every job when the test
+# input has none (runpod/serverless/modules/rp_local.py). Outputs are keyed on the job id.
+SDK_LOCAL_JOB_ID = "local_test"
+# Set by main() when the SDK has no RunPod to post progress to (its local modes): progress is
+# logged instead of posted, which would fail with "Failed to return job results" each time.
+_progress_to_log = False
 
 
 def get_runner() -> JobRunner:
@@ -45,29 +54,41 @@ def get_runner() -> JobRunner:
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    if job.get("id") == SDK_LOCAL_JOB_ID:
+        # Each local run is a new job: the SDK's fixed id would return the last run's output.
+        # Set in the SDK's own dict so that its log lines name the same id.
+        job["id"] = f"local-{uuid.uuid4().hex[:12]}"
     job_id = str(job.get("id") or "local")
     try:
         runner = get_runner()
     except WorkerError as exc:
         log_event("config_invalid", job_id, level="error", error=exc.message)
-        return exc.to_result()
+        return for_runpod(exc.to_result())
 
     cancel = threading.Event()
 
     def send_progress(payload: dict[str, Any]) -> None:
-        runpod.serverless.progress_update(job, payload)
+        if _progress_to_log:
+            log_event("progress", job_id, **payload)
+        else:
+            runpod.serverless.progress_update(job, payload)
 
     # Blocking work runs in a thread so that RunPod's cancel and timeout can reach this
     # coroutine; on cancellation the job interrupts ComfyUI and stops at the next check.
     try:
-        return await asyncio.to_thread(runner.run, job_id, job.get("input"), send_progress, cancel)
+        result = await asyncio.to_thread(runner.run, job_id, job.get("input"), send_progress, cancel)
     except asyncio.CancelledError:
         cancel.set()
         log_event("job_cancelled", job_id, level="warning")
         raise
+    return for_runpod(result)
 
 
 def main() -> None:
+    global _progress_to_log
+    # The platform gives each worker its job-done URL (RUNPOD_WEBHOOK_POST_OUTPUT), where the SDK
+    # posts progress; without it the SDK runs locally and has nowhere to post.
+    _progress_to_log = not rp_http.JOB_DONE_URL.startswith(("http://", "https://"))
     try:
         runner = get_runner()
     except WorkerError as exc:

@@ -95,7 +95,8 @@ class JobRecord:
     execution_ms: int | None = None
     worker_id: str | None = None
     error_code: str | None = None
-    error: str | None = None
+    error: str | None = None  # the message
+    error_details: dict[str, Any] | None = None
     output_key: str | None = None
     worker_timings_s: dict[str, Any] | None = None
     checks: list[Check] = field(default_factory=list)
@@ -609,12 +610,30 @@ def _record_status(record: JobRecord, body: dict[str, Any]) -> None:
         body.get("executionTime") if isinstance(body.get("executionTime"), int | float) else None
     )
     record.worker_id = body.get("workerId")
-    output = body.get("output")
-    if record.status != "COMPLETED":
-        if isinstance(output, dict) and output.get("error_code"):
-            record.error_code = str(output["error_code"])
-        if body.get("error"):
-            record.error = str(body["error"])[:1000]
+    if record.status != "COMPLETED" and body.get("error"):
+        record.error_code, record.error, record.error_details = parse_error(body["error"])
+
+
+def parse_error(error: Any) -> tuple[str | None, str, dict[str, Any] | None]:
+    """(error_code, message, details) of a failed job's ``error``: the worker's JSON text
+    ``{"error_code", "message", "details"}``; the SDK's for a raised exception
+    (``error_type``, ``error_message``); or plain text (the platform's timeout)."""
+    parsed = error
+    if isinstance(error, str):
+        try:
+            parsed = json.loads(error)
+        except ValueError:
+            return None, error[:1000], None
+    if isinstance(parsed, dict) and parsed.get("error_code"):
+        details = parsed.get("details")
+        return (
+            str(parsed["error_code"]),
+            str(parsed.get("message", ""))[:1000],
+            details if isinstance(details, dict) else None,
+        )
+    if isinstance(parsed, dict) and parsed.get("error_message"):
+        return None, f"{parsed.get('error_type', 'exception')}: {parsed['error_message']}"[:1000], None
+    return None, str(error)[:1000], None
 
 
 def _status_detail(record: JobRecord, elapsed_s: float) -> str:

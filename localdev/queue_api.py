@@ -6,7 +6,7 @@ timings. This server speaks the routes and semantics of RunPod's queue API inste
 
     POST /run                 {"input": {...}, "policy"?: {"executionTimeout": ms}} -> {"id", "status"}
     POST /runsync[?wait=ms]   the same, waiting (default 90 s) for the job to finish
-    GET|POST /status/{id}     {"id", "status", "delayTime", "executionTime", "output", "error", "workerId"}
+    GET|POST /status/{id}     {"id", "status", "delayTime", "executionTime", "output" | "error", "workerId"}
     POST /cancel/{id}         cancels a queued job, or cancels the running handler's task
     POST /purge-queue         cancels every queued job
     GET /health               {"jobs": {...counts}, "workers": {"idle", "running"}}
@@ -17,10 +17,12 @@ accepted and ignored.
 
 Like one RunPod worker (``concurrency_modifier`` 1), jobs run ONE at a time, in order,
 through the handler function itself, wrapped by the SDK's own ``run_job`` (so a returned
-``"error"`` makes the job FAILED with the other keys kept in ``output``, a raised
-exception becomes the SDK's JSON error, ``refresh_worker`` is honoured as far as it can
-be locally: logged). Statuses: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED,
-TIMED_OUT; ``delayTime`` (submit -> start) and ``executionTime`` (start -> end) in ms.
+``"error"`` makes the job FAILED, a raised exception becomes the SDK's JSON error,
+``refresh_worker`` is honoured as far as it can be locally: logged). Statuses: IN_QUEUE,
+IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT; ``delayTime`` (submit -> start) and
+``executionTime`` (start -> end) in ms. A FAILED job's ``/status`` has ``error`` and no
+``output``, as on the platform: whatever else the handler returned beside ``error`` (the SDK
+sends it as ``output``) and the last progress update do not reach the client.
 
 Two event loops, as on the platform: the "platform" loop serves HTTP and owns the job
 table and the deadlines; the "worker" loop (its own thread) runs the handler. A handler
@@ -110,7 +112,7 @@ class Job:
             body["delayTime"] = _ms(self.finished - self.submitted)
         if self.started is not None and self.finished is not None:
             body["executionTime"] = _ms(self.finished - self.started)
-        if self.output is not None:
+        if self.output is not None and self.status != FAILED:
             body["output"] = self.output
         if self.error is not None:
             body["error"] = self.error
@@ -304,7 +306,7 @@ class JobQueue:
         if result.get("stopPod"):
             self._log(f"job {job.id}: refresh_worker requested (RunPod would replace this worker)")
         if result.get("error"):
-            job.finish(FAILED, output=output, error=str(result["error"]))
+            job.finish(FAILED, error=str(result["error"]))
         else:
             job.finish(COMPLETED, output=output)
 

@@ -30,6 +30,7 @@ import handler
 from localdev.fake_comfyui import FakeComfyUI
 from localdev.media_fixtures import make_avatar_image, make_driving_video
 from tests.support.comfy import worker_env
+from tests.support.results import from_handler
 from worker.media import conform_driving_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ class Stack:
 
     def run(self, job_input: dict[str, Any], job_id: str) -> dict[str, Any]:
         handler._runner = None
-        return asyncio.run(handler.handler({"id": job_id, "input": job_input}))
+        return from_handler(asyncio.run(handler.handler({"id": job_id, "input": job_input})))
 
     def scratch(self) -> list[str]:
         written = self.s3.keys()  # every key of the bucket (a list, not a dict view)

@@ -28,6 +28,7 @@ from localdev.media_fixtures import (
     make_truncated_mp4,
 )
 from tests.support.comfy import worker_env
+from tests.support.results import from_handler
 from worker.probe import ffprobe
 
 AVATAR_KEY = "inputs/avatar.png"
@@ -63,7 +64,7 @@ class Stack:
     set_env: Callable[..., None]
 
     def run(self, job_input: dict[str, Any], job_id: str = "job-1") -> dict[str, Any]:
-        return asyncio.run(handler.handler({"id": job_id, "input": job_input}))
+        return from_handler(asyncio.run(handler.handler({"id": job_id, "input": job_input})))
 
     def outputs(self) -> list[str]:
         """Every key the worker may have written (tests put their inputs under inputs/)."""
@@ -268,15 +269,47 @@ def test_job_delivered_twice_is_not_generated_again(stack: Stack) -> None:
     assert stack.s3.get_bytes(first["minio_key"]) == stored
 
 
-def test_an_invalid_existing_output_is_regenerated(stack: Stack) -> None:
+def test_the_same_job_id_with_another_request_makes_a_new_video(stack: Stack, tmp_path: Path) -> None:
+    """A job id says nothing about the request: `--test_input` runs, a client reusing ids. Only
+    the request's fingerprint (inputs' bytes, seed, prompts, framing, workflow) lets an output be
+    reused; another request's output at the key is replaced."""
+    job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY}
+    first = stack.run(job, job_id="same-id")
+    assert "error" not in first, first
+    assert first["video"]["frames"] == 48 and first["video"]["has_audio"] is True
+    prompts = len(stack.comfy.history())
+
+    for changed, frames in (({"driving_video_path": SILENT_VIDEO_KEY}, 24), ({"seed": 7}, 48)):
+        again = stack.run({**job, **changed}, job_id="same-id")
+        assert "error" not in again, again
+        assert again["reused"] is False, changed
+        assert again["minio_key"] == first["minio_key"]
+        assert len(stack.comfy.history()) == prompts + 1, "the new request was not generated"
+        prompts += 1
+        fetched = fetch_output(stack, again["minio_key"], tmp_path)
+        assert fetched["frames"] == frames == again["video"]["frames"]
+        assert again["seed"] == changed.get("seed", 42)
+
+    # The seed-7 request again: now its own output is there, and it is reused.
+    reused = stack.run({**job, "seed": 7}, job_id="same-id")
+    assert reused["reused"] is True and reused["seed"] == 7 and reused["video"]["frames"] == 48
+    assert len(stack.comfy.history()) == prompts
+    assert stack.outputs() == [first["minio_key"]]
+
+
+def test_an_invalid_existing_output_of_the_same_request_is_regenerated(stack: Stack) -> None:
     job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
-    stack.s3.put(
-        "outputs/_no-user/_no-avatar/again.mp4", b"not a video", metadata={"frames": "24", "has-audio": "0"}
-    )
+    first = stack.run(job, job_id="again")
+    assert "error" not in first, first
+    key = first["minio_key"]
+    # The same request's metadata (its fingerprint) on a damaged object.
+    metadata = stack.s3.storage.stat(key).metadata
+    assert "fingerprint" in metadata, metadata
+    stack.s3.put(key, b"not a video", metadata=metadata)
     result = stack.run(job, job_id="again")
     assert "error" not in result, result
     assert result["reused"] is False
-    assert stack.s3.get_bytes("outputs/_no-user/_no-avatar/again.mp4") != b"not a video"
+    assert stack.s3.get_bytes(key) != b"not a video"
 
 
 def test_sampler_progress_reaches_status(stack: Stack) -> None:

@@ -125,12 +125,15 @@ def test_progress_update_is_visible_in_status_while_running(server: LocalQueueSe
     assert done["output"] == {"echo": None, "job_id": job_id}  # the result replaces the progress
 
 
-def test_error_result_is_failed_with_the_other_keys_in_output(server: LocalQueueServer) -> None:
-    job_id = submit(server, {"fail": True})
+def test_error_result_is_failed_with_only_the_error(server: LocalQueueServer) -> None:
+    """As on the platform: the SDK sends the other keys as ``output``, but a FAILED job's
+    ``/status`` carries ``error`` alone (not the last progress update either)."""
+    job_id = submit(server, {"fail": True, "progress": True})
     body = poll(server, job_id, finished)
     assert body["status"] == "FAILED"
     assert body["error"] == "the avatar is not an image"
-    assert body["output"] == {"error_code": "INVALID_MEDIA", "details": {}}
+    assert "output" not in body
+    assert set(body) == {"id", "status", "delayTime", "executionTime", "workerId", "error"}
 
 
 def test_raised_exception_is_failed_with_the_sdk_error_json(server: LocalQueueServer) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import runpod
 from PIL import Image
 
@@ -220,6 +221,45 @@ def test_real_worker_failure_is_reported_with_its_error_code(
     assert check_lines(text)["completed"] == "FAIL"
     assert "FAILED after" in text and "GENERATION_FAILED" in text and "sampler exploded" in text
     assert not [key for key in list(s3.keys()) if key.startswith("outputs/")]
+
+
+def test_real_worker_failure_status_carries_the_error_code_in_error_alone(
+    real_worker: str, s3: S3Bucket
+) -> None:
+    """What a RunPod client polls: a FAILED job's /status has ``error`` and no ``output``, so the
+    worker's code, message and details are a JSON object in ``error`` (the SDK's real path)."""
+    job_input = {"input_image_minio_path": "in/missing.png", "driving_video_path": "in/missing.mp4"}
+    job_id = requests.post(f"{real_worker}/run", json={"input": job_input}, timeout=10).json()["id"]
+    deadline = time.monotonic() + 60
+    body = requests.get(f"{real_worker}/status/{job_id}", timeout=10).json()
+    while body["status"] not in smoke_test.TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.1)
+        body = requests.get(f"{real_worker}/status/{job_id}", timeout=10).json()
+    assert body["status"] == "FAILED", body
+    assert set(body) == {"id", "status", "delayTime", "executionTime", "workerId", "error"}
+    failure = json.loads(body["error"])
+    assert failure["error_code"] == "INPUT_NOT_FOUND"
+    assert "in/missing.png" in failure["message"] and isinstance(failure["details"], dict)
+    assert smoke_test.parse_error(body["error"]) == (
+        "INPUT_NOT_FOUND",
+        failure["message"],
+        failure["details"],
+    )
+    assert not [key for key in list(s3.keys()) if key.startswith("outputs/")]
+
+
+def test_the_error_of_a_failed_job_in_each_form_it_comes() -> None:
+    worker = json.dumps({"error_code": "TIMEOUT", "message": "the job exceeded", "details": {"a": 1}})
+    assert smoke_test.parse_error(worker) == ("TIMEOUT", "the job exceeded", {"a": 1})
+    sdk = json.dumps(
+        {"error_type": "<class 'ValueError'>", "error_message": "boom", "error_traceback": "..."}
+    )
+    assert smoke_test.parse_error(sdk) == (None, "<class 'ValueError'>: boom", None)
+    assert smoke_test.parse_error("execution timeout of 600 s exceeded") == (
+        None,
+        "execution timeout of 600 s exceeded",
+        None,
+    )
 
 
 def test_real_worker_job_past_the_timeout_is_cancelled_and_comfy_interrupted(

@@ -24,11 +24,10 @@ from typing import Any
 
 from worker.chunk_media import check_chunk
 from worker.chunks import Chunk
-from worker.contract import sanitize_id
+from worker.contract import META_FINGERPRINT, META_FRAMES, sanitize_id
 from worker.logs import log_event
 from worker.storage import Storage
 
-META_FINGERPRINT, META_FRAMES = "fingerprint", "frames"
 MOTION_SUFFIX = ".motion.safetensors"  # WanWorkerSaveChunk's (comfyui_nodes/wan_worker_nodes/chunk_io.py)
 MAX_CHUNK_BYTES = 8 * 1024**3
 

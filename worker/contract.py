@@ -90,8 +90,10 @@ def output_key(prefix: str, job_id: str, user_id: str | None, avatar_id: str | N
 
 # -- what is stored and returned ------------------------------------------------------------------
 
-# S3 metadata stored with each output (``x-amz-meta-…``), so a job delivered again can check it.
+# S3 metadata stored with each output (``x-amz-meta-…``), so a job delivered again can check it;
+# the fingerprint of the request that made it (kept chunks carry it too): reused only for the same.
 META_FRAMES, META_AUDIO, META_WORKFLOW = "frames", "has-audio", "workflow-sha256"
+META_FINGERPRINT = "fingerprint"
 
 
 class VideoFacts(TypedDict):

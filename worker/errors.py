@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
@@ -45,7 +46,8 @@ class WorkerError(Exception):
         self.refresh_worker = refresh_worker
 
     def to_result(self) -> dict[str, Any]:
-        """The dict the handler returns; RunPod marks the job FAILED because of ``error``."""
+        """The job's failure as the worker reports it: ``error`` (the message), ``error_code``,
+        ``details``; ``for_runpod`` turns it into what the handler returns."""
         result: dict[str, Any] = {
             "error": self.message,
             "error_code": self.code.value,
@@ -57,3 +59,25 @@ class WorkerError(Exception):
 
     def __repr__(self) -> str:
         return f"WorkerError({self.code.value}, {self.message!r})"
+
+
+def for_runpod(result: dict[str, Any]) -> dict[str, Any]:
+    """What the handler returns to the RunPod SDK. A success is returned as it is. A failure
+    becomes ``{"error": "<JSON text>"}`` (plus ``refresh_worker``): the SDK takes ``error`` and
+    ``refresh_worker`` out of the dict, and a FAILED job's ``/status`` carries only ``error``,
+    so the code, message and details travel inside it, as one JSON object in a string (the form
+    the SDK itself uses for a raised exception)::
+
+        {"error_code": "INPUT_NOT_FOUND", "message": "...", "details": {...}}
+    """
+    if "error" not in result:
+        return result
+    failure = {
+        "error_code": result.get("error_code", ErrorCode.INTERNAL_ERROR.value),
+        "message": result["error"],
+    }
+    failure.update((k, v) for k, v in result.items() if k not in ("error", "error_code", "refresh_worker"))
+    returned: dict[str, Any] = {"error": json.dumps(failure, ensure_ascii=False, default=str)}
+    if result.get("refresh_worker"):
+        returned["refresh_worker"] = True
+    return returned

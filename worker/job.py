@@ -28,6 +28,7 @@ from worker.comfy_client import ComfyClient
 from worker.config import Settings
 from worker.contract import (
     META_AUDIO,
+    META_FINGERPRINT,
     META_FRAMES,
     META_WORKFLOW,
     OUTPUT,
@@ -335,17 +336,17 @@ class _Job:
         work_dir = self.settings.work_dir / f"{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
         work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            reused = self._existing_output(key, work_dir)
-            if reused is not None:
-                return self._result(request, key, reused, seed, reused=True)
             self._refuse_if_too_long(self._frames_from_header(request), exact=False)
             avatar_src, video_src = self._download(request, work_dir)
             job_fingerprint = self._fingerprint(request, seed, avatar_src, video_src)
+            reused = self._existing_output(key, work_dir, job_fingerprint)
+            if reused is not None:
+                return self._result(request, key, reused, seed, reused=True)
             avatar_path, driving = self._prepare(avatar_src, video_src, work_dir, framing=request.framing)
             self._refuse_if_too_long(driving.frames, exact=True)
             raw_output = self._generate(request, avatar_path, driving, seed, work_dir, job_fingerprint)
             video = self._postprocess(raw_output, driving, work_dir / "final.mp4")
-            self._upload(work_dir / "final.mp4", key, driving)
+            self._upload(work_dir / "final.mp4", key, driving, job_fingerprint)
             if self.chunk_store is not None:
                 self.chunk_store.clear()
             return self._result(request, key, video, seed, reused=False)
@@ -367,14 +368,16 @@ class _Job:
 
     # -- steps -------------------------------------------------------------------------
 
-    def _existing_output(self, key: str, work_dir: Path) -> VideoInfo | None:
-        """RunPod may deliver a job twice: a valid output of this job id is returned as is."""
+    def _existing_output(self, key: str, work_dir: Path, job_fingerprint: str) -> VideoInfo | None:
+        """RunPod may deliver a job twice: a valid output of this job id made from this very
+        request (its fingerprint) is returned as is. Anything else at the key is replaced by the
+        new output's upload (one atomic PUT or multipart completion)."""
         info = self.runner.storage.stat(key)
         if info is None:
             return None
         metadata = info.metadata
-        if metadata.get(META_WORKFLOW) != self.runner.workflow.sha256 or META_FRAMES not in metadata:
-            log_event("existing_output_ignored", self.job_id, minio_key=key, reason="metadata mismatch")
+        if metadata.get(META_FINGERPRINT) != job_fingerprint or META_FRAMES not in metadata:
+            log_event("existing_output_ignored", self.job_id, minio_key=key, reason="another request")
             return None
         copy = work_dir / "existing.mp4"
         with self.clock.measure("download"):
@@ -395,7 +398,8 @@ class _Job:
         return video
 
     def _fingerprint(self, request: JobRequest, seed: int, avatar_src: Path, video_src: Path) -> str:
-        """What decides a chunk's frames: chunks kept in MinIO are reused only under the same one."""
+        """What decides the job's frames: kept chunks and an existing output of the job id are
+        reused only under the same one. The inputs count by their bytes, whatever their keys."""
         return fingerprint(
             {
                 "workflow": self.runner.workflow.sha256,
@@ -696,7 +700,7 @@ class _Job:
         with self.clock.measure("postprocess"):
             return finalize_output(raw_output, driving, dest)
 
-    def _upload(self, path: Path, key: str, driving: DrivingVideo) -> None:
+    def _upload(self, path: Path, key: str, driving: DrivingVideo, job_fingerprint: str) -> None:
         self._check_time()
         self.progress.stage("upload")
         with self.clock.measure("upload"):
@@ -708,6 +712,7 @@ class _Job:
                     META_FRAMES: str(driving.frames),
                     META_AUDIO: "1" if driving.has_audio else "0",
                     META_WORKFLOW: self.runner.workflow.sha256,
+                    META_FINGERPRINT: job_fingerprint,
                 },
             )
 
