@@ -99,6 +99,7 @@ class JobRecord:
     error_details: dict[str, Any] | None = None
     output_key: str | None = None
     worker_timings_s: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None  # the worker's output.cost (gpu_s, usd, usd_per_s, gpu, reason)
     checks: list[Check] = field(default_factory=list)
     seams: dict[str, Any] | None = None  # --report-dir: smoke_report.analyse's numbers
     warnings: list[str] = field(default_factory=list)  # things to look at; not failed checks
@@ -489,6 +490,8 @@ def run_job(
     assert isinstance(output, dict)
     timings = output.get("timings_s")
     record.worker_timings_s = timings if isinstance(timings, dict) else None
+    cost = output.get("cost")
+    record.cost = cost if isinstance(cost, dict) else None
     key = output.get("minio_key")
     if not record.check(
         "output_key_reported", isinstance(key, str) and bool(key), f"output.minio_key {key!r:.200}"
@@ -678,7 +681,38 @@ def summarize(records: list[JobRecord], cold_start_ms: float) -> dict[str, Any]:
         "cold_starts": sum(1 for d in delays if d > cold_start_ms),
         "cold_start_threshold_ms": cold_start_ms,
         "workers": sorted({r.worker_id for r in records if r.worker_id}),
+        "cost": summarize_cost(records),
     }
+
+
+def summarize_cost(records: list[JobRecord]) -> dict[str, Any]:
+    """The jobs' billed seconds and estimated cost as the worker reported them (``gpu_s``: each
+    job's wall time on its worker), and the same prices applied to the platform's
+    ``executionTime``. A total is null unless every job that reported a cost had a price
+    (``unpriced`` says why not). Cold starts and idle time are billed too and are in neither."""
+    costs = [(record.cost, record.execution_ms) for record in records if record.cost]
+    priced = [(cost, ms) for cost, ms in costs if isinstance(cost.get("usd_per_s"), int | float)]
+    unpriced = sorted({str(cost.get("reason")) for cost, _ in costs if cost.get("usd_per_s") is None})
+    timed = [cost["usd_per_s"] * ms / 1000 for cost, ms in priced if isinstance(ms, int | float)]
+    every_priced = bool(costs) and not unpriced
+    return {
+        "jobs": len(costs),
+        "gpu_s": round(sum(float(cost.get("gpu_s") or 0) for cost, _ in costs), 3),
+        "usd": round(sum(float(cost.get("usd") or 0) for cost, _ in priced), 6) if every_priced else None,
+        "usd_by_execution_time": round(sum(timed), 6) if every_priced and len(timed) == len(costs) else None,
+        "unpriced": unpriced,
+    }
+
+
+def _cost_line(cost: dict[str, Any], execution_ms: float | None) -> str:
+    line = f"{cost.get('gpu_s')} GPU-s billed (the job's time on the worker)"
+    if not isinstance(cost.get("usd_per_s"), int | float):
+        return f"{line}; no price: {cost.get('reason')}"
+    line += f" x ${cost['usd_per_s']}/s ({cost.get('gpu')}) = ${cost.get('usd')}"
+    if isinstance(execution_ms, int | float):
+        by_execution = cost["usd_per_s"] * execution_ms / 1000
+        line += f"; by executionTime {execution_ms / 1000:.1f} s: ${by_execution:.6f}"
+    return line
 
 
 def print_seams(seams: dict[str, Any], out: TextIO) -> None:
@@ -726,6 +760,8 @@ def print_results(
         if record.worker_timings_s:
             stages = ", ".join(f"{name} {value}" for name, value in record.worker_timings_s.items())
             print(f"  worker timings (s, as reported): {stages}", file=out)
+        if record.cost:
+            print(f"  cost (as reported): {_cost_line(record.cost, record.execution_ms)}", file=out)
     if run_checks:
         print("\nchecks of the run:", file=out)
         for check in run_checks:
@@ -740,6 +776,10 @@ def print_results(
         f"cold starts {summary['cold_starts']} (delayTime > {summary['cold_start_threshold_ms'] / 1000:g} s)",
         file=out,
     )
+    cost = summary["cost"]
+    if cost["jobs"]:
+        usd = "unknown (" + "; ".join(cost["unpriced"]) + ")" if cost["usd"] is None else f"${cost['usd']}"
+        print(f"cost over {cost['jobs']} job(s): {cost['gpu_s']} GPU-s billed, {usd}", file=out)
     total = sum(len(r.checks) for r in records) + len(run_checks)
     warnings = sum(len(r.warnings) for r in records)
     noted = f" ({warnings} warning{'s' if warnings != 1 else ''} to look at, above)" if warnings else ""

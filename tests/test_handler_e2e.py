@@ -597,3 +597,28 @@ def test_every_result_carries_the_estimate_beside_the_timings(stack: Stack) -> N
     }
     assert result["chunks"] == {"count": 1, "resumed": 0}
     assert result["timings_s"]["total"] > 0
+
+
+# -- what a job costs (worker/cost.py) ------------------------------------------------------------
+
+
+def test_every_result_carries_its_billed_seconds_and_their_price(stack: Stack) -> None:
+    job = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
+    result = stack.run(job)
+    cost = result["cost"]
+    # Billed seconds are the job's whole time on the worker, not only ComfyUI's.
+    assert cost["gpu_s"] == result["timings_s"]["total"] > result["timings_s"]["inference"]
+    # The fake ComfyUI's device is in no price table: no cost, and the reason, never a guess.
+    assert cost["device"] == "fake (stand-in for tests, no GPU)"
+    assert cost["usd"] is None and cost["usd_per_s"] is None and cost["gpu"] is None
+    assert "fake (stand-in for tests, no GPU)" in cost["reason"] and "GPU_PRICES_PER_S" in cost["reason"]
+
+    # A price for that device name from the environment (the name read from ComfyUI's /system_stats).
+    stack.set_env(GPU_PRICES_PER_S="H100=0.00093, stand-in=0.002")
+    priced = stack.run(job, job_id="job-2")["cost"]
+    assert (priced["gpu"], priced["usd_per_s"], priced["price_source"]) == (
+        "stand-in",
+        0.002,
+        "GPU_PRICES_PER_S",
+    )
+    assert priced["usd"] == round(priced["gpu_s"] * 0.002, 6) and priced["reason"] is None

@@ -85,8 +85,10 @@ class StandInWorker:
         hang: bool = False,
         frames: int = 24,
         seam_at: int | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> None:
         self.s3 = s3
+        self.cost = cost
         self.tmp_path = tmp_path
         self.fps = fps
         self.hang = hang
@@ -110,7 +112,8 @@ class StandInWorker:
             looks = {"source": "testsrc2=d=60", "vf": f"eq=brightness=0.25:enable='gte(n,{self.seam_at})'"}
         await asyncio.to_thread(render_video, path, fps=self.fps, frames=self.frames, audio=True, **looks)
         self.s3.put(key, path, content_type="video/mp4")
-        return {"minio_key": key, "video": {"width": 1280, "height": 720, "fps": 24.0, "frames": self.frames}}
+        video = {"width": 1280, "height": 720, "fps": 24.0, "frames": self.frames}
+        return {"minio_key": key, "video": video, **({"cost": self.cost} if self.cost else {})}
 
 
 @pytest.fixture
@@ -174,6 +177,12 @@ def test_real_worker_two_jobs_pass_every_check_with_timings(
         assert job["output_key"] == f"outputs/smoke-user/smoke-avatar/{job['id']}.mp4"
         assert job["output_key"] in stored
         assert {check["name"] for check in job["checks"]} >= {"fps_24", "frame_count", "decodes_to_end"}
+        # The fake ComfyUI's device has no price: billed seconds, no cost, and why.
+        assert job["cost"]["gpu_s"] > 0 and job["cost"]["usd"] is None
+    assert summary["cost"]["jobs"] == 2 and summary["cost"]["usd"] is None
+    assert summary["cost"]["gpu_s"] == round(sum(job["cost"]["gpu_s"] for job in written["jobs"]), 3)
+    assert len(summary["cost"]["unpriced"]) == 1 and "fake (stand-in" in summary["cost"]["unpriced"][0]
+    assert "no price: no price for the GPU 'fake (stand-in for tests, no GPU)'" in text
 
 
 def test_key_check_uses_the_workers_id_rule_and_prefix(
@@ -246,6 +255,30 @@ def test_real_worker_failure_status_carries_the_error_code_in_error_alone(
         failure["details"],
     )
     assert not [key for key in list(s3.keys()) if key.startswith("outputs/")]
+
+
+def test_cost_of_the_jobs_in_the_summary(
+    s3: S3Bucket, s3_env: dict[str, str], given_inputs: list[str], tmp_path: Path
+) -> None:
+    cost = {"gpu_s": 2.5, "usd": 0.0029, "usd_per_s": 0.00116, "gpu": "H100 PRO", "reason": None}
+    with standin_server(StandInWorker(s3, tmp_path, cost=cost)) as server:
+        report = tmp_path / "report.json"
+        argv = ["--api-url", server.url, *given_inputs, "--jobs", "2", "--report", str(report)]
+        code, text = run_smoke(argv, s3_env)
+    assert code == 0, text
+    written = json.loads(report.read_text())
+    jobs, summary = written["jobs"], written["summary"]["cost"]
+    assert [job["cost"] for job in jobs] == [cost, cost]
+    executed_s = sum(job["execution_ms"] for job in jobs) / 1000
+    assert summary == {
+        "jobs": 2,
+        "gpu_s": 5.0,
+        "usd": 0.0058,
+        "usd_by_execution_time": pytest.approx(executed_s * 0.00116, abs=2e-6),
+        "unpriced": [],
+    }
+    assert "2.5 GPU-s billed (the job's time on the worker) x $0.00116/s (H100 PRO) = $0.0029" in text
+    assert "cost over 2 job(s): 5.0 GPU-s billed, $0.0058" in text
 
 
 def test_the_error_of_a_failed_job_in_each_form_it_comes() -> None:

@@ -67,6 +67,7 @@ class Settings:
     model_variant: str  # the manifest variant download_models.py installs; model names are checked against it
     progress_interval_s: float
     work_dir: Path
+    gpu_prices_per_s: tuple[tuple[str, float], ...]  # (GPU name, USD/s) before worker/cost.py's table
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +112,7 @@ class Settings:
             model_variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
+            gpu_prices_per_s=reader.optional("GPU_PRICES_PER_S", _gpu_prices, ()),
         )
         scratch, output = settings.scratch_prefix, settings.output_prefix
         if (
@@ -200,6 +202,20 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _gpu_prices(raw: str) -> tuple[tuple[str, float], ...]:
+    """``H100=0.00093,RTX 4090=0.00031``: GPU names (as in the device name) and USD per second."""
+    prices = []
+    for entry in raw.split(","):
+        name, sep, price = entry.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected NAME=USD_PER_S entries separated by commas, got {entry.strip()!r}")
+        value = float(price)
+        if not 0 <= value < 1:
+            raise ValueError(f"{name.strip()}: {value} USD per second is not between 0 and 1")
+        prices.append((name.strip(), value))
+    return tuple(prices)
 
 
 def _endpoint(raw: str) -> str:

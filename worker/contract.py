@@ -112,6 +112,7 @@ class JobResult(TypedDict):
     minio_key: str
     video: VideoFacts
     timings_s: dict[str, float]
+    cost: dict[str, Any]  # worker/cost.py's Pricing.job_cost
     estimate_s: dict[str, Any]
     workflow: dict[str, str]
     seed: int

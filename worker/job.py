@@ -38,6 +38,7 @@ from worker.contract import (
     output_key,
     sanitize_id,
 )
+from worker.cost import pricing_for
 from worker.errors import ErrorCode, WorkerError
 from worker.estimate import TimeModel, figures_for
 from worker.graph_check import check_graph, load_catalogue
@@ -105,7 +106,18 @@ class JobRunner:
         self._attention: dict[str, Any] | None = None
         self._onnx: dict[str, Any] | None = None
         self._check_onnx_at_start()
-        self.time_model = self._time_model()
+        device = self._gpu_device()
+        self.time_model = self._time_model(device)
+        self.pricing = pricing_for(device, settings.gpu_prices_per_s)
+        log_event(
+            "gpu_pricing",
+            device=device,
+            gpu=self.pricing.pool,
+            usd_per_s=self.pricing.usd_per_s,
+            source=self.pricing.source,
+            reason=self.pricing.reason,
+            level="info" if self.pricing.usd_per_s is not None else "warning",
+        )
 
     def checked_graph(
         self,
@@ -196,13 +208,16 @@ class JobRunner:
             self._onnx = report
         return self._onnx
 
-    def _time_model(self) -> TimeModel:
-        """The job time model for the GPU ComfyUI runs on, with the workflow's windows and steps."""
+    def _gpu_device(self) -> str | None:
+        """The name ComfyUI gives its device (``/system_stats``), None when it does not answer."""
         try:
             devices = self.comfy.system_stats().get("devices") or [{}]
-            device = str(devices[0].get("name") or "") or None
+            return str(devices[0].get("name") or "") or None
         except WorkerError:
-            device = None
+            return None
+
+    def _time_model(self, device: str | None) -> TimeModel:
+        """The job time model for the GPU ComfyUI runs on, with the workflow's windows and steps."""
         figures = figures_for(device)
         overrides = {
             "sampler_step_s": self.settings.estimate_sampler_step_s,
@@ -719,6 +734,7 @@ class _Job:
     def _result(
         self, request: JobRequest, key: str, video: VideoInfo, seed: int, *, reused: bool
     ) -> JobResult:
+        timings = self.clock.report()
         result: JobResult = {
             "minio_key": key,
             "video": {
@@ -730,7 +746,8 @@ class _Job:
                 "has_audio": video.has_audio,
                 "size_bytes": video.size_bytes,
             },
-            "timings_s": self.clock.report(),
+            "timings_s": timings,
+            "cost": self.runner.pricing.job_cost(timings["total"]),
             "estimate_s": self.runner.time_model.estimate(video.frames).as_dict(),
             "workflow": {"name": self.runner.workflow.name, "sha256": self.runner.workflow.sha256},
             "seed": seed,
