@@ -1,7 +1,7 @@
 """What a finished job looks like around its window joins: pictures and numbers for a person.
 
 Used by ``smoke_test.py --report-dir DIR`` (and ``make demo``); standalone it needs Pillow and
-ffmpeg only (the window plan comes from ``worker.windows`` when the repository is importable).
+ffmpeg only (the window plan comes from ``worker.graph.windows`` when the repository is importable).
 
 Wan2.2 Animate makes a long video out of 77-frame windows; each later window continues from the
 previous one's last 5 frames and adds 72 new ones, so window k+1's new frames start at output
@@ -46,7 +46,7 @@ from typing import Any
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageStat
 
 FPS = 24
-WINDOW_FRAMES, MOTION_FRAMES = 77, 5  # the pinned workflow's windows (worker/windows.py)
+WINDOW_FRAMES, MOTION_FRAMES = 77, 5  # the pinned workflow's windows (worker/graph/windows.py)
 TILE_W, TILE_H = 320, 180  # frames are analysed and shown at this size (16:9, like 1280x720)
 AROUND = 3  # frames shown and compared on each side of a join
 MOTION_FLOOR = 1.0  # grey levels: a median change below this is encoder noise on a still picture
@@ -71,19 +71,19 @@ class WindowPlan:
 
 
 def window_plan(frames: int, windows_section: dict[str, Any] | None = None) -> WindowPlan:
-    """The joins of an output of ``frames`` frames: from ``worker.windows.plan_windows`` (with the
+    """The joins of an output of ``frames`` frames: from ``worker.graph.windows.plan_windows`` (with the
     bindings' ``windows`` section) when the repository is importable, else the same formula."""
     section = windows_section or {}
     window_frames = int(section.get("window_frames", WINDOW_FRAMES))
     motion_frames = int(section.get("motion_frames", MOTION_FRAMES))
     last_window = str(section.get("last_window", "full"))
     try:
-        from worker.windows import plan_windows
+        from worker.graph.windows import plan_windows
     except ImportError:
         step = window_frames - motion_frames
         count = 1 + math.ceil(max(0, frames - window_frames) / step)
         joins = [window_frames + step * (k - 1) for k in range(1, count)]
-        source = "formula 77 + 72*(k-1) (worker.windows not importable)"
+        source = "formula 77 + 72*(k-1) (worker.graph.windows not importable)"
     else:
         plan = plan_windows(
             frames, window_frames=window_frames, motion_frames=motion_frames, last_window=last_window
@@ -94,7 +94,7 @@ def window_plan(frames: int, windows_section: dict[str, Any] | None = None) -> W
                 joins.append(produced)
             produced += window.new_frames
         count = len(plan)
-        source = "worker.windows.plan_windows"
+        source = "worker.graph.windows.plan_windows"
     return WindowPlan(frames, window_frames, motion_frames, count, joins, source)
 
 

@@ -6,7 +6,7 @@
 
 ComfyUI is imported from --comfy (none of its code is here) and started in this process as its
 main.py starts it. The graphs are the ones the worker submits for --frames: one prompt per chunk of
---chunk-windows windows (``worker.chunks``; default the workflow's, 4: a 240-frame clip is one
+--chunk-windows windows (``worker.graph.chunks``; default the workflow's, 4: a 240-frame clip is one
 prompt), each checked by ComfyUI's ``validate_prompt`` and run by its ``PromptExecutor`` in turn, a
 continuing chunk reading the previous chunk's motion frames (bench/gpu/chunked.py). The pinned graph
 ends in WanWorkerSaveChunk (raw frames): the H.264 encode is the worker's, on the CPU while ComfyUI
@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.gpu import plan, stages  # noqa: E402
+from worker.graph.api import is_link, upstream  # noqa: E402
 
 ATTENTION_NODE = REPO / "comfyui_nodes" / "wan_worker_attention"
 GRAPH_NODES = REPO / "comfyui_nodes" / "wan_worker_nodes"  # the workflow's own classes
@@ -177,16 +178,17 @@ def default_models_dir(tiny: bool) -> Path:
 
 
 def load_workflow(opts: argparse.Namespace) -> Any:
-    from worker.workflow import Workflow
+    from worker.config import workflow_overrides
+    from worker.graph.workflow import Workflow
 
-    env = dict(os.environ)
+    overrides = workflow_overrides(os.environ)
     if opts.steps:
-        env["WAN_STEPS"] = str(opts.steps)
-    return Workflow.load(opts.workflow, env=env)
+        overrides["WAN_STEPS"] = str(opts.steps)
+    return Workflow.load(opts.workflow, overrides)
 
 
 def bench_params(opts: argparse.Namespace, workflow: Any) -> Any:
-    from worker.workflow import WorkflowParams
+    from worker.graph.workflow import WorkflowParams
 
     return WorkflowParams(
         image="bench_avatar.png",
@@ -366,7 +368,7 @@ def make_slices(prompts: list[Any], opts: argparse.Namespace) -> None:
     import folder_paths
 
     from bench.gpu.media import make_driving_video
-    from worker.chunks import slice_indices
+    from worker.graph.chunks import slice_indices
 
     input_dir = Path(folder_paths.get_input_directory())
     for prompt in prompts:
@@ -439,28 +441,10 @@ def loaded_models() -> list[str]:
     return sorted({type(getattr(m.model, "model", m.model)).__name__ for m in mm.current_loaded_models})
 
 
-def is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
-
-
 def first_window_sampler(graph: dict[str, Any]) -> str:
     windows = stages.windows_of(graph)
     samplers = [nid for nid, node in graph.items() if node["class_type"] == stages.SAMPLER_CLASS]
     return min(samplers, key=lambda nid: windows.get(nid, 10**6))
-
-
-def ancestors(graph: dict[str, Any], node_id: str) -> set[str]:
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for value in graph[current]["inputs"].values():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
-                stack.append(str(value[0]))
-    return seen
 
 
 def preprocessing_subgraph(graph: dict[str, Any]) -> dict[str, Any]:
@@ -470,7 +454,7 @@ def preprocessing_subgraph(graph: dict[str, Any]) -> dict[str, Any]:
     ]
     keep: set[str] = set()
     for nid in targets:
-        keep |= ancestors(graph, nid)
+        keep |= upstream(graph, nid)
     return {nid: graph[nid] for nid in graph if nid in keep}
 
 
@@ -591,7 +575,7 @@ def compare_backends(runtime: Any, node: Any, graph: dict[str, Any], opts: argpa
                      ) -> list[stages.BackendResult]:  # fmt: skip
     """Window 1's sampler again, for --compare-steps steps, with each backend (inputs from the cache)."""
     sampler = first_window_sampler(graph)
-    sub = {nid: json.loads(json.dumps(graph[nid])) for nid in ancestors(graph, sampler)}
+    sub = {nid: json.loads(json.dumps(graph[nid])) for nid in upstream(graph, sampler)}
     sub[sampler]["inputs"]["steps"] = opts.compare_steps
     compared: list[stages.BackendResult] = []
     clip_backend = node.STATE.get("backend")

@@ -355,7 +355,7 @@ def model_graph(
 
 def worker_graph(frames: int) -> dict[str, Any]:
     """The one-prompt graph for ``frames`` (K = 0; what a clip of at most K windows also gets)."""
-    from worker.workflow import Workflow
+    from worker.graph.workflow import Workflow
 
     workflow = Workflow.load(WORKFLOW)
     return workflow.build(workflow.example_params(frames))
@@ -364,7 +364,7 @@ def worker_graph(frames: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ chunked jobs
 @dataclass(frozen=True)
 class ChunkGraph:
-    chunk: Any  # worker.chunks.Chunk
+    chunk: Any  # worker.graph.chunks.Chunk
     graph: dict[str, Any]
     driving_frames: int  # frames of the video its LoadVideo reads: the clip, or the chunk's slice
     audio: bool  # that video has the driving audio (one prompt: the conformed video; a slice has none)
@@ -386,7 +386,7 @@ def chunk_graphs(
     chunk_windows: int | None,
     *,
     workflow_path: Path = WORKFLOW,
-    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
     width: int = 1280,
     height: int = 720,
     names: Callable[[int], dict[str, str]] = worker_names,
@@ -396,9 +396,9 @@ def chunk_graphs(
     (``chunk=None`` when the clip is one chunk), ``params.frames`` = the frames the chunk adds, the
     driving video = the chunk's slice (video only, ``cut_slice``) or the whole conformed clip.
     ``chunk_windows`` None: the workflow's own ``windows.chunk_windows``."""
-    from worker.workflow import Workflow, WorkflowParams
+    from worker.graph.workflow import Workflow, WorkflowParams
 
-    workflow = Workflow.load(workflow_path, env={} if env is None else env)
+    workflow = Workflow.load(workflow_path, overrides or {})
     result = []
     for chunk in workflow.chunks(frames, chunk_windows=chunk_windows):
         chunked = chunk.count > 1
@@ -693,7 +693,7 @@ def validate(
     runtime.load_custom_node(gpu_bench.ATTENTION_NODE)
     runtime.load_custom_node(gpu_bench.GRAPH_NODES)
     chunks = chunk_graphs(
-        frames, chunk_windows, workflow_path=opts.workflow, env={"WAN_STEPS": "1"},
+        frames, chunk_windows, workflow_path=opts.workflow, overrides={"WAN_STEPS": "1"},
         width=opts.width, height=opts.height, names=toy_names,
     )  # fmt: skip
     stand_ins = gpu_bench.register_stand_ins(chunks[0].graph, True, results)

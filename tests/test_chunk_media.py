@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from worker.chunk_media import check_chunk, cut_slice, encode_frames, join_chunks
-from worker.chunks import Chunk, slice_indices
 from worker.errors import WorkerError
+from worker.graph.chunks import Chunk, slice_indices
 from worker.media import conform_driving_video, probe_video
 from worker.probe import ffprobe
 

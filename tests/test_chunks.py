@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-from worker.chunks import plan_frame_chunks, plan_window_chunks, slice_indices
 from worker.config import DEFAULT_WORKFLOW
-from worker.graph_check import _FrameCounter, check_graph, load_catalogue
+from worker.graph.catalogue import load_catalogue
+from worker.graph.checks import check_graph
+from worker.graph.chunks import plan_frame_chunks, plan_window_chunks, slice_indices
+from worker.graph.frame_count import FrameCounter
+from worker.graph.windows import covered_frames, plan_windows, reflect_indices
+from worker.graph.workflow import Workflow
 from worker.models import load_manifest
-from worker.windows import covered_frames, plan_windows, reflect_indices
-from worker.workflow import Workflow
 
 CLIPS = (1, 77, 78, 149, 150, 221, 240, 293, 294, 500, 721, 1000)
 
@@ -65,7 +67,7 @@ def test_frame_chunks_split_a_clip_without_windows():
 
 @pytest.fixture(scope="module")
 def workflow() -> Workflow:
-    return Workflow.load(DEFAULT_WORKFLOW, env={})
+    return Workflow.load(DEFAULT_WORKFLOW)
 
 
 def chunk_graphs(workflow: Workflow, frames: int, per_chunk: int) -> list[tuple[Any, dict[str, Any]]]:
@@ -136,7 +138,7 @@ def test_each_chunk_window_conditions_on_its_own_driving_frames(workflow):
     chunk starts at the slice frame that is the clip's window start."""
     plan = plan_windows(721)
     for chunk, graph in chunk_graphs(workflow, 721, 4):
-        counter = _FrameCounter(graph, chunk.slice_frames)
+        counter = FrameCounter(graph, chunk.slice_frames)
         starts = [counter.window_start(a) for a in _animates(graph)]
         expected = [plan[chunk.first_window - 1 + i].start - chunk.start for i in range(len(chunk.windows))]
         assert sorted(starts) == expected, chunk.index

@@ -1,9 +1,9 @@
 """A chunk join equals a window join, on ComfyUI's own executor (issue 10).
 
-The worker generates a long clip as consecutive prompts ("chunks", ``worker.chunks``); each
+The worker generates a long clip as consecutive prompts ("chunks", ``worker.graph.chunks``); each
 continuing chunk starts with a window that continues from the previous chunk's last 5 decoded
 frames, saved as float32 by ``WanWorkerSaveChunk`` and read back by ``WanWorkerLoadMotionFrames``.
-The claim (``worker/chunks.py``): apart from SAM2's tracker memory, a chunk join is a window join,
+The claim (``worker/graph/chunks.py``): apart from SAM2's tracker memory, a chunk join is a window join,
 so the chunks' frames joined in order are the frames one prompt makes for the whole clip.
 
 The pinned graph runs for a clip of 3 windows whose last is partly padding, twice, in one ComfyUI
@@ -63,8 +63,8 @@ import pytest
 
 from bench.gpu.media import make_avatar
 from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
-from worker.chunks import Chunk
-from worker.workflow import Workflow, WorkflowParams
+from worker.graph.chunks import Chunk
+from worker.graph.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = REPO / "workflows" / "wan22_animate_replace.json"
@@ -88,7 +88,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Workflow:
     frames: ``windows.window_frames``, the two WanAnimateToVideo lengths and the extension window's
     frame trim (72 = 77 - 5), nothing else."""
     if WINDOW == PINNED_WINDOW:
-        return Workflow.load(PINNED, env={"WAN_STEPS": "1"})
+        return Workflow.load(PINNED, {"WAN_STEPS": "1"})
     graph = json.loads(PINNED.read_text())
     bindings = json.loads(PINNED.with_suffix(".bindings.json").read_text())
     windows = bindings["windows"]
@@ -104,7 +104,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Workflow:
     path = folder / PINNED.name
     path.write_text(json.dumps(graph))
     path.with_suffix(".bindings.json").write_text(json.dumps(bindings))
-    return Workflow.load(path, env={"WAN_STEPS": "1"})
+    return Workflow.load(path, {"WAN_STEPS": "1"})
 
 
 def params(driving: str, frames: int, prefix: str) -> WorkflowParams:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
-from worker.graph_check import load_catalogue
+from worker.graph.catalogue import load_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 

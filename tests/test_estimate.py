@@ -10,13 +10,13 @@ import pytest
 
 from localdev.media_fixtures import make_driving_video
 from tests.support.s3 import S3Bucket
-from worker.chunks import plan_window_chunks
 from worker.config import DEFAULT_MAX_VIDEO_DURATION_S, DEFAULT_WORKFLOW, Settings
 from worker.estimate import H100, TimeModel, figures_for
+from worker.graph.chunks import plan_window_chunks
+from worker.graph.workflow import Workflow
 from worker.media import header_duration
-from worker.workflow import Workflow
 
-PINNED = Workflow.load(DEFAULT_WORKFLOW, env={})
+PINNED = Workflow.load(DEFAULT_WORKFLOW)
 FULL = TimeModel(H100, steps=6, chunks=PINNED.chunks)  # the pinned chunks: 4 windows each
 
 

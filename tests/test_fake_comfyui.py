@@ -25,7 +25,7 @@ from PIL import Image
 
 from localdev.fake_comfyui import FakeComfyUI
 from tests.support.comfy import REPO, ComfyMedia, model_free_graph, probe_video, stage_inputs, unused_port
-from worker.workflow import Workflow, WorkflowParams
+from worker.graph.workflow import Workflow, WorkflowParams
 
 # captures/happy_720p24.json "ws_sequence" (nothing cached)
 HAPPY_SEQUENCE = [

@@ -26,7 +26,7 @@ import pytest
 
 from bench.gpu import chunked, plan, stages
 from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
-from worker.workflow import Workflow, WorkflowParams
+from worker.graph.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = REPO / "workflows" / "wan22_animate_replace.json"
@@ -56,7 +56,7 @@ def pinned_params(frames: int) -> WorkflowParams:
 
 
 def pinned_graph(frames: int) -> dict[str, Any]:
-    return Workflow.load(PINNED, env={}).build(pinned_params(frames))
+    return Workflow.load(PINNED).build(pinned_params(frames))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_backend_totals_reprice_only_the_sampler_steps() -> None:
 
 
 def bench_prompts(frames: int, chunk_windows: int | None = None) -> list[chunked.ChunkPrompt]:
-    workflow = Workflow.load(PINNED, env={})
+    workflow = Workflow.load(PINNED)
     return chunked.chunk_prompts(workflow, pinned_params(frames), chunk_windows=chunk_windows)
 
 

@@ -61,7 +61,7 @@ def test_pack_loaders_read_the_manifests_files(clip_graph) -> None:
 
 
 def test_sam2_file_rule_is_the_graph_checks() -> None:
-    from worker.graph_check import _sam2_file
+    from worker.graph.comfy_checks import _sam2_file
 
     for model in ("sam2.1_hiera_base_plus.safetensors", "sam2_hiera_large.safetensors"):
         for precision in ("fp16", "bf16", "fp32"):

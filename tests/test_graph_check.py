@@ -1,4 +1,4 @@
-"""worker.graph_check on its own: the committed catalogue subset, ComfyUI's matching rules,
+"""The graph checks (worker.graph) on their own: the committed catalogue subset, ComfyUI's matching rules,
 V3 dynamic inputs, the model manifest, and the model-free workflow against core nodes only."""
 
 from __future__ import annotations
@@ -10,22 +10,23 @@ from typing import Any
 
 import pytest
 
-from worker.graph_check import (
+from worker.graph.__main__ import main
+from worker.graph.catalogue import (
     CATALOGUE_PATH,
-    SHARED_CATALOGUE,
-    _types_match,
     added_nodes,
-    check_graph,
     extract_catalogue,
     load_catalogue,
     load_repo_nodes,
-    main,
     workflow_graphs,
 )
+from worker.graph.checks import check_graph
+from worker.graph.comfy_checks import _types_match
 from worker.models import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FREE = REPO / "workflows" / "model_free_still.json"
+# The pinned stack's full /object_info dumps (the reference material beside the checkout).
+SHARED_CATALOGUE = REPO.parent / "shared" / "comfyui" / "object_info_stack.json"
 SHARED_CORE = SHARED_CATALOGUE.with_name("object_info_core_0.33.0.json")
 
 
@@ -84,7 +85,7 @@ def test_frame_count_and_fps_of_the_model_free_workflow_are_checked(core, still)
 @pytest.mark.skipif(not SHARED_CATALOGUE.is_file(), reason="../shared is not beside the checkout")
 def test_committed_catalogue_matches_a_fresh_extraction(tmp_path):
     out = tmp_path / "object_info_pinned.json"
-    assert main(["--extract-catalogue", "--catalogue", str(out)]) == 0
+    assert main(["extract-catalogue", "--source", str(SHARED_CATALOGUE), "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(CATALOGUE_PATH.read_text())
 
 
@@ -257,9 +258,10 @@ def test_built_in_vae_values_are_not_files(catalogue):
     assert not [p for p in check_graph(graph, catalogue, installed_models={}) if "manifest" in p]
 
 
-def test_cli_requires_frames_unless_extracting():
+@pytest.mark.parametrize("argv", [[], ["check"], ["print"], ["extract-catalogue"]])
+def test_cli_requires_a_command_and_its_arguments(argv):
     with pytest.raises(SystemExit) as caught:
-        main([])
+        main(argv)
     assert caught.value.code == 2
 
 
@@ -340,8 +342,8 @@ def test_model_names_are_checked_against_the_manifest_not_the_catalogue(catalogu
 
 def test_cli_checks_the_bf16_switch(monkeypatch, capsys):
     monkeypatch.setenv("WAN_DIFFUSION_MODEL", "wan2.2_animate_14B_bf16.safetensors")
-    assert main(["--frames", "240", "--variant", "bf16"]) == 0
-    assert main(["--frames", "240"]) == 1
+    assert main(["check", "--frames", "240", "--variant", "bf16"]) == 0
+    assert main(["check", "--frames", "240"]) == 1
     assert (
         "wan2.2_animate_14B_bf16.safetensors is not a file the model manifest installs"
         in capsys.readouterr().out

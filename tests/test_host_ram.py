@@ -22,7 +22,7 @@ import pytest
 
 from bench import host_ram
 from tests.support.comfy_checkout import COMFY, COMFY_PYTHON, needs_comfy
-from worker.windows import covered_frames, plan_windows
+from worker.graph.windows import covered_frames, plan_windows
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = host_ram.Dims()

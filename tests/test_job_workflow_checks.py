@@ -10,8 +10,8 @@ import pytest
 
 from worker.config import REPO_ROOT, Settings
 from worker.errors import ErrorCode, WorkerError
+from worker.graph.workflow import WorkflowParams
 from worker.job import JobRunner
-from worker.workflow import WorkflowParams
 
 ENV = {"MINIO_ENDPOINT": "127.0.0.1:9", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b", "MINIO_BUCKET": "c"}
 
@@ -54,7 +54,7 @@ def test_each_job_graph_is_checked(tmp_path: Path) -> None:
         width=1000,  # Wan needs multiples of 16; ComfyUI itself would accept it
     )
     with pytest.raises(WorkerError) as caught:
-        runner.checked_graph(params)
+        runner.checked_workflow.graph(params)
     assert caught.value.code is ErrorCode.WORKFLOW_INVALID
     assert caught.value.details["problems"]
 
@@ -81,13 +81,13 @@ def _params(frames: int) -> WorkflowParams:
     )
 
 
-def test_the_bf16_switch_starts_and_its_graphs_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WAN_DIFFUSION_MODEL", BF16)
-    runner = JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": "bf16"}))
-    assert BF16 in runner.installed_models["diffusion_models"]
-    assert FP8 not in runner.installed_models["diffusion_models"]  # the variant replaces, as installed
+def test_the_bf16_switch_starts_and_its_graphs_pass() -> None:
+    runner = JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": "bf16", "WAN_DIFFUSION_MODEL": BF16}))
+    installed = runner.checked_workflow.installed_models
+    assert BF16 in installed["diffusion_models"]
+    assert FP8 not in installed["diffusion_models"]  # the variant replaces, as installed
     for frames in (77, 240):
-        graph = runner.checked_graph(_params(frames))
+        graph = runner.checked_workflow.graph(_params(frames))
         assert [n["inputs"]["unet_name"] for n in graph.values() if n["class_type"] == "UNETLoader"] == [BF16]
 
 
@@ -99,12 +99,9 @@ def test_the_bf16_switch_starts_and_its_graphs_pass(monkeypatch: pytest.MonkeyPa
         ("fp8", "wan2.1_i2v.safetensors", "models/diffusion_models/wan2.1_i2v.safetensors"),
     ],
 )
-def test_a_model_the_manifest_does_not_install_stops_the_start(
-    monkeypatch: pytest.MonkeyPatch, variant: str, model: str, named: str
-) -> None:
-    monkeypatch.setenv("WAN_DIFFUSION_MODEL", model)
+def test_a_model_the_manifest_does_not_install_stops_the_start(variant: str, model: str, named: str) -> None:
     with pytest.raises(WorkerError) as caught:
-        JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": variant}))
+        JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": variant, "WAN_DIFFUSION_MODEL": model}))
     error = caught.value
     assert error.code is ErrorCode.CONFIG_INVALID
     assert f"{named} is not a file the model manifest installs" in error.message

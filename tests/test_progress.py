@@ -11,10 +11,10 @@ import pytest
 
 from worker.comfy_client import Progress
 from worker.config import DEFAULT_WORKFLOW
-from worker.graph_check import window_numbers
+from worker.graph.wan_rules import window_numbers
+from worker.graph.windows import window_count
+from worker.graph.workflow import Workflow
 from worker.progress import GraphWindows, ProgressReporter
-from worker.windows import window_count
-from worker.workflow import Workflow
 
 FRAMES = 240
 WINDOW_CLASSES = ("WanAnimateToVideoOfficialMask", "KSampler", "TrimVideoLatent", "VAEDecode")
@@ -261,7 +261,7 @@ def test_a_failing_sink_does_not_fail_the_job() -> None:
 
 
 def test_a_chunk_counts_its_windows_in_the_clip_and_percent_spans_all_chunks() -> None:
-    workflow = Workflow.load(DEFAULT_WORKFLOW, env={})
+    workflow = Workflow.load(DEFAULT_WORKFLOW)
     chunks = workflow.chunks(721)  # 10 windows in chunks of 4, 4 and 2
     recorder = Recorder()
     reporter = ProgressReporter(recorder, "job-c", 0.0)

@@ -20,10 +20,10 @@ import torch
 
 from tests.support.nodes import load_node_module
 from tests.support.wan_official import official_padding_indices, official_target_frames
-from worker.graph_check import ANIMATE_CLASSES
-from worker.windows import covered_frames, plan_windows
-from worker.windows import reflect_indices as worker_reflect_indices
-from worker.workflow import Workflow
+from worker.graph.wan_rules import ANIMATE_CLASSES
+from worker.graph.windows import covered_frames, plan_windows
+from worker.graph.windows import reflect_indices as worker_reflect_indices
+from worker.graph.workflow import Workflow
 
 REPO = Path(__file__).resolve().parents[1]
 WAN = REPO / "workflows" / "wan22_animate_replace.json"
@@ -58,7 +58,7 @@ def _workflow(tmp_path: Path, last_window: str) -> Workflow:
     spec["windows"]["last_window"] = last_window
     (tmp_path / WAN.name).write_bytes(WAN.read_bytes())
     (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
-    return Workflow.load(tmp_path / WAN.name, env={})
+    return Workflow.load(tmp_path / WAN.name)
 
 
 def _chain(graph: dict[str, Any]) -> list[str]:
@@ -107,7 +107,7 @@ def test_every_output_frame_is_conditioned_on_its_own_driving_frame(
 
 @pytest.mark.parametrize("frames", [30, 77, 78, 240, 721])
 def test_full_windows_cover_what_the_official_pipeline_pads_to(tmp_path, frames: int) -> None:
-    graph = _workflow(tmp_path, "full").build(Workflow.load(WAN, env={}).example_params(frames))
+    graph = _workflow(tmp_path, "full").build(Workflow.load(WAN).example_params(frames))
     assert graph["15"]["inputs"]["length"] == official_target_frames(frames)
 
 

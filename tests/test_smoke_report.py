@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import smoke_report
-from worker.windows import plan_windows
+from worker.graph.windows import plan_windows
 
 FRAMES = 192  # 8 s at 24 fps: 3 windows, joins at output frames 77 and 149
 
@@ -141,8 +141,8 @@ def test_joins_follow_the_workers_window_plan_and_the_formula(
 ) -> None:
     plan = smoke_report.window_plan(frames)
     expected = [77 + 72 * (k - 1) for k in range(1, len(plan_windows(frames)))]
-    assert plan.joins == expected and plan.source == "worker.windows.plan_windows"
-    monkeypatch.setitem(sys.modules, "worker.windows", None)  # smoke_test.py copied out of the repo
+    assert plan.joins == expected and plan.source == "worker.graph.windows.plan_windows"
+    monkeypatch.setitem(sys.modules, "worker.graph.windows", None)  # smoke_test.py copied out of the repo
     standalone = smoke_report.window_plan(frames)
     assert standalone.joins == expected and standalone.source.startswith("formula")
 

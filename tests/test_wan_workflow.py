@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from worker.errors import ErrorCode, WorkerError
-from worker.graph_check import ANIMATE_CLASSES, check_graph, load_catalogue
-from worker.graph_check import main as graph_check_main
+from worker.graph.__main__ import main as graph_main
+from worker.graph.catalogue import load_catalogue
+from worker.graph.checks import check_graph
+from worker.graph.wan_rules import ANIMATE_CLASSES
+from worker.graph.windows import plan_windows, window_count
+from worker.graph.workflow import Workflow, WorkflowParams
 from worker.models import MANIFEST_PATH, load_manifest
-from worker.windows import plan_windows, window_count
-from worker.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[1]
 WAN = REPO / "workflows" / "wan22_animate_replace.json"
@@ -40,7 +42,7 @@ MODEL_FILES = {  # WAN22_ANIMATE.md's table: folder -> the names the pinned grap
 
 @pytest.fixture(scope="module")
 def workflow() -> Workflow:
-    return Workflow.load(WAN, env={})
+    return Workflow.load(WAN)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +223,7 @@ def test_fit_mode_builds_a_graph_that_passes(tmp_path, catalogue):
     spec["windows"]["last_window"] = "fit"
     (tmp_path / WAN.name).write_bytes(WAN.read_bytes())
     (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
-    graph = Workflow.load(tmp_path / WAN.name, env={}).build(params(240))
+    graph = Workflow.load(tmp_path / WAN.name).build(params(240))
     assert [graph[n]["inputs"]["length"] for n in animate_chain(graph)] == [77, 77, 77, 25]
     assert check(graph, catalogue) == []
 
@@ -230,14 +232,14 @@ def test_fit_mode_builds_a_graph_that_passes(tmp_path, catalogue):
 
 
 def test_settings_default_and_environment_overrides():
-    default = Workflow.load(WAN, env={})
+    default = Workflow.load(WAN)
     assert default.settings == {
         "steps": 6,
         "shift": 8.0,
         "diffusion_model": "Wan2_2-Animate-14B_fp8_scaled_e4m3fn_KJ_v2.safetensors",
     }
     tuned = Workflow.load(
-        WAN, env={"WAN_STEPS": "4", "WAN_SHIFT": "5", "WAN_DIFFUSION_MODEL": "other.safetensors"}
+        WAN, {"WAN_STEPS": "4", "WAN_SHIFT": "5", "WAN_DIFFUSION_MODEL": "other.safetensors"}
     )
     graph = tuned.build(params(150))
     assert {node["inputs"]["steps"] for node in graph.values() if node["class_type"] == "KSampler"} == {4}
@@ -248,18 +250,18 @@ def test_settings_default_and_environment_overrides():
 
 def test_a_bad_setting_override_is_a_config_error():
     with pytest.raises(WorkerError) as caught:
-        Workflow.load(WAN, env={"WAN_STEPS": "six"})
+        Workflow.load(WAN, {"WAN_STEPS": "six"})
     assert caught.value.code is ErrorCode.CONFIG_INVALID
     assert "WAN_STEPS" in caught.value.message
 
 
 def test_an_out_of_range_setting_is_caught_by_the_checker(catalogue):
-    graph = Workflow.load(WAN, env={"WAN_STEPS": "0"}).build(params(240))
+    graph = Workflow.load(WAN, {"WAN_STEPS": "0"}).build(params(240))
     assert any("steps=0 is below the minimum 1" in p for p in check(graph, catalogue))
 
 
 def test_cli_checks_the_graph_for_n_frames(capsys):
-    assert graph_check_main(["--frames", "240", "--workflow", str(WAN)]) == 0
+    assert graph_main(["check", "--frames", "240", "--workflow", str(WAN)]) == 0
     assert "OK: wan22_animate_replace.json for 240 frames" in capsys.readouterr().err
 
 
@@ -274,7 +276,7 @@ def test_cli_exits_non_zero_and_prints_each_problem(tmp_path, capsys):
     spec = json.loads(WAN.with_suffix(".bindings.json").read_text())
     spec["inputs"]["width"] = [t for t in spec["inputs"]["width"] if t["node"] != "40"]
     (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
-    assert graph_check_main(["--frames", "240", "--workflow", str(tmp_path / WAN.name)]) == 1
+    assert graph_main(["check", "--frames", "240", "--workflow", str(tmp_path / WAN.name)]) == 1
     out = capsys.readouterr()
     assert "node 40 (WanAnimateToVideoOfficialMask): width=1000 must be a multiple of 16" in out.out
     assert "node 3040 (WanAnimateToVideoOfficialMask): width=1000" in out.out
@@ -488,6 +490,6 @@ def test_a_malformed_windows_section_is_refused_at_load(tmp_path, edit, message)
     (tmp_path / WAN.name).write_text(json.dumps(graph))
     (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
     with pytest.raises(WorkerError) as caught:
-        Workflow.load(tmp_path / WAN.name, env={})
+        Workflow.load(tmp_path / WAN.name)
     assert caught.value.code is ErrorCode.WORKFLOW_INVALID
     assert message in caught.value.message

@@ -3,7 +3,7 @@
 * ``cut_slice``: the driving frames a chunk's prompt conditions on, written losslessly (H.264
   ``-qp 0`` in the conformed file's own yuv420p and colour tags: decoding the slice gives exactly
   the frames decoding the whole video would), reflect-padded at the clip's end as
-  ``worker.chunks.slice_indices`` says. No audio: the output takes the conformed driving audio.
+  ``worker.graph.chunks.slice_indices`` says. No audio: the output takes the conformed driving audio.
 * ``encode_frames``: a chunk's raw RGB frames (``WanWorkerSaveChunk``) to H.264 the way core
   ``SaveVideo`` encodes for the pinned graph (RGB to BT.709 limited range, yuv420p, CRF 17), in
   the worker's process, while ComfyUI already runs the next chunk.

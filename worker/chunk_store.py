@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.chunk_media import check_chunk
-from worker.chunks import Chunk
 from worker.contract import META_FINGERPRINT, META_FRAMES, sanitize_id
+from worker.graph.chunks import Chunk
 from worker.logs import log_event
 from worker.storage import Storage
 

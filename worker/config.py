@@ -27,6 +27,8 @@ ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage")
 DEFAULT_MAX_VIDEO_DURATION_S = 30.0
 # models/manifest.json's default_variant and alternatives (a test keeps them equal).
 MODEL_VARIANTS = ("fp8", "bf16")
+# WAN_* variables that are not workflow settings: the GPU benchmark's and the ComfyUI tests' own.
+NOT_WORKFLOW_SETTINGS = ("WAN_BENCH_", "WAN_CHUNKS_TEST_", "WAN_SAM2_PACK", "WAN_WAP_PACK")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Settings:
     comfy_input_dir: Path | None
     comfy_output_dir: Path | None
     workflow: Path
+    workflow_overrides: dict[str, str]  # WAN_* by name, raw: the workflow parses them and refuses others
     # Limits
     job_timeout_s: float
     max_image_bytes: int
@@ -60,7 +63,7 @@ class Settings:
     # The time model (worker/estimate.py): None = the GPU's measured figures
     estimate_sampler_step_s: float | None
     estimate_preprocess_frame_s: float | None
-    # Chunks (worker/chunks.py): windows per ComfyUI prompt; None = the workflow's own figure
+    # Chunks (worker/graph/chunks.py): windows per ComfyUI prompt; None = the workflow's own figure
     chunk_windows: int | None
     # Behaviour
     attention_backend: str  # applied inside ComfyUI by comfyui_nodes/wan_worker_attention; checked here
@@ -93,6 +96,7 @@ class Settings:
             comfy_input_dir=reader.optional("COMFY_INPUT_DIR", _existing_dir, None),
             comfy_output_dir=reader.optional("COMFY_OUTPUT_DIR", _existing_dir, None),
             workflow=reader.optional("WORKFLOW", _workflow_path, DEFAULT_WORKFLOW),
+            workflow_overrides=workflow_overrides(env),
             job_timeout_s=reader.optional("JOB_TIMEOUT_S", _float_between(1, 24 * 3600), 1140.0),
             max_image_bytes=reader.optional("MAX_IMAGE_BYTES", _int_between(1024, 1 << 34), 25 * 1024**2),
             max_image_pixels=reader.optional("MAX_IMAGE_PIXELS", _int_between(4096, 1 << 31), 40_000_000),
@@ -126,6 +130,16 @@ class Settings:
             )
         reader.raise_if_problems()
         return settings
+
+
+def workflow_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """The workflow setting overrides: every set ``WAN_*`` variable but the tools' own. Only the
+    workflow knows its settings' names, so ``Workflow.load`` checks them (and their values)."""
+    return {
+        name: value.strip()
+        for name, value in env.items()
+        if name.startswith("WAN_") and not name.startswith(NOT_WORKFLOW_SETTINGS) and value.strip()
+    }
 
 
 class _Reader:

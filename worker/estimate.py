@@ -23,7 +23,7 @@ Figures ([M] measured, [A] assumed; see bench/README.md "Measured: one H100"):
   only the last chunk's encode is on the job's path (``encode_frame_s``);
 * per job: text + CLIP-vision encode 3.3 s and the first sampler step's weight upload 2.4 s [M],
   model loads from disk 30 s [A] (measured from /dev/shm only);
-* per chunk after the first (``worker.chunks``): 5 s [A] for what a new prompt does again (SAM2
+* per chunk after the first (``worker.graph.chunks``): 5 s [A] for what a new prompt does again (SAM2
   loaded to the GPU and released, the ONNX sessions re-created, the continuation frames loaded)
   and 2 s [A] of the worker's own (inputs in place, the raw frames moved out); the frames a chunk
   re-generates from the one before are in the windows' cost already, and each chunk's slice is
@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from worker.chunks import Chunk
+from worker.graph.chunks import Chunk
 
 FULL_WINDOW_FRAMES = 77
 ATTENTION_SHARE = 0.71  # of a sampler step at 75,600 tokens (issue 14's profile of the pinned graph)

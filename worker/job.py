@@ -23,7 +23,6 @@ from typing import Any
 from worker.attention import backend_in_use
 from worker.chunk_media import check_chunk, cut_slice, encode_frames, join_chunks
 from worker.chunk_store import MOTION_SUFFIX, ChunkStore, file_sha256, fingerprint
-from worker.chunks import Chunk
 from worker.comfy_client import ComfyClient
 from worker.config import Settings
 from worker.contract import (
@@ -41,7 +40,9 @@ from worker.contract import (
 from worker.cost import pricing_for
 from worker.errors import ErrorCode, WorkerError
 from worker.estimate import TimeModel, figures_for
-from worker.graph_check import check_graph, load_catalogue
+from worker.graph.checks import load_checked_workflow
+from worker.graph.chunks import Chunk
+from worker.graph.workflow import WorkflowParams
 from worker.logs import job_context, log_event
 from worker.media import (
     DrivingVideo,
@@ -52,13 +53,11 @@ from worker.media import (
     prepare_avatar,
     validate_output,
 )
-from worker.models import MANIFEST_PATH, load_manifest
 from worker.onnx_providers import providers_in_use, start_refusal
 from worker.progress import ProgressReporter, ProgressSink
 from worker.request import JobRequest, parse_request
 from worker.storage import Storage
 from worker.urlfetch import fetch_url
-from worker.workflow import Workflow, WorkflowParams
 
 
 @dataclass
@@ -86,11 +85,15 @@ class JobRunner:
 
     def __init__(self, settings: Settings, *, storage: Storage | None = None) -> None:
         self.settings = settings
-        self.workflow = Workflow.load(settings.workflow)
-        self.catalogue = load_catalogue()
-        # Model names are checked against what the manifest installs for MODEL_VARIANT.
-        self.installed_models = load_manifest().installed(settings.model_variant)
-        self._check_workflow_at_start()
+        # A broken workflow, a bad WAN_* setting or a model file MODEL_VARIANT does not install stops the
+        # worker here, not on the first job.
+        self.checked_workflow = load_checked_workflow(
+            settings.workflow,
+            settings.workflow_overrides,
+            model_variant=settings.model_variant,
+            chunk_windows=settings.chunk_windows,
+        )
+        self.workflow = self.checked_workflow.workflow
         self.storage = storage or Storage(
             endpoint=settings.minio_endpoint,
             access_key=settings.minio_access_key,
@@ -118,70 +121,6 @@ class JobRunner:
             reason=self.pricing.reason,
             level="info" if self.pricing.usd_per_s is not None else "warning",
         )
-
-    def checked_graph(
-        self,
-        params: WorkflowParams,
-        *,
-        chunk: Chunk | None = None,
-        clip_frames: int | None = None,
-        driving_frames: int | None = None,
-        motion_file: str | None = None,
-    ) -> dict[str, Any]:
-        """The job's graph (or one chunk's), refused unless it passes the pinned stack's checks:
-        ComfyUI's own validation misses unknown input names, window lengths, replacement wiring, fps."""
-        graph = self.workflow.build(params, chunk=chunk, clip_frames=clip_frames, motion_file=motion_file)
-        problems = check_graph(
-            graph,
-            self.catalogue,
-            installed_models=self.installed_models,
-            frames=params.frames,
-            fps=params.fps,
-            width=params.width,
-            height=params.height,
-            driving_frames=driving_frames,
-        )
-        if problems:
-            raise WorkerError(
-                ErrorCode.WORKFLOW_INVALID,
-                f"the {self.workflow.name} graph for {params.frames} frames fails its checks: {problems[0]}",
-                details={"problems": problems[:20], "frames": params.frames},
-            )
-        return graph
-
-    def _check_workflow_at_start(self) -> None:
-        """A broken workflow stops the worker at start, not on the first job: one short clip, one of
-        two windows, and a long clip's second and last chunks (the continuation wiring)."""
-        long_clip = 1000
-        chunks = self.workflow.chunks(long_clip, chunk_windows=self.settings.chunk_windows)
-        checks: list[tuple[int, Chunk | None]] = [(1, None), (150, None)]
-        checks += [(long_clip, chunk) for chunk in {chunks[1], chunks[-1]}] if len(chunks) > 1 else []
-        for frames, chunk in checks:
-            params = self.workflow.example_params(
-                chunk.frames if chunk else frames, filename_prefix="wan-worker/start-check"
-            )
-            try:
-                self.checked_graph(
-                    params,
-                    chunk=chunk,
-                    clip_frames=frames,
-                    driving_frames=chunk.slice_frames if chunk else frames,
-                    motion_file="wan-worker/start-check/motion.safetensors"
-                    if chunk and chunk.continues
-                    else None,
-                )
-            except WorkerError as exc:
-                if not any("model manifest" in p for p in exc.details.get("problems", [])):
-                    raise
-                variant = self.settings.model_variant
-                installs = {folder: sorted(names) for folder, names in self.installed_models.items()}
-                raise WorkerError(
-                    ErrorCode.CONFIG_INVALID,
-                    f"{exc.message}. MODEL_VARIANT={variant} installs only the files of {MANIFEST_PATH.name} "
-                    "for that variant: the bf16 model needs both MODEL_VARIANT=bf16 and "
-                    "WAN_DIFFUSION_MODEL=wan2.2_animate_14B_bf16.safetensors, the fp8 model neither",
-                    details={**exc.details, "model_variant": variant, "manifest_installs": installs},
-                ) from exc
 
     def _check_onnx_at_start(self) -> None:
         """On a GPU machine pose detection must get ONNX Runtime's CUDA provider: stop otherwise."""
@@ -498,7 +437,7 @@ class _Job:
         job_fingerprint: str,
     ) -> Path:
         """The generated video (not yet cut or with audio): one prompt, or one per chunk with
-        each chunk's encode running while the next chunk's prompt does (``worker.chunks``)."""
+        each chunk's encode running while the next chunk's prompt does (``worker.graph.chunks``)."""
         runner = self.runner
         chunks = runner.workflow.chunks(driving.frames, chunk_windows=self.settings.chunk_windows)
         generated = work_dir / "generated.mp4"
@@ -641,7 +580,7 @@ class _Job:
                 height=OUTPUT.height,
                 fps=float(OUTPUT.fps),
             )
-            graph = self.runner.checked_graph(
+            graph = self.runner.checked_workflow.graph(
                 params,
                 chunk=chunk if chunked else None,
                 clip_frames=driving.frames,

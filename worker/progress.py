@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.apigraph import upstream
 from worker.comfy_client import Progress
-from worker.graph_check import ANIMATE_CLASSES, window_numbers
+from worker.graph.api import upstream
+from worker.graph.wan_rules import ANIMATE_CLASSES, window_numbers
 from worker.logs import log_event
 
 ProgressSink = Callable[[dict[str, Any]], None]

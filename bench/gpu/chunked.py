@@ -1,4 +1,4 @@
-"""A clip as the worker runs it: one ComfyUI prompt per chunk (``worker.chunks``), pure Python.
+"""A clip as the worker runs it: one ComfyUI prompt per chunk (``worker.graph.chunks``), pure Python.
 
 ``Job._generate`` splits a clip of N frames into chunks of ``windows.chunk_windows`` windows
 (``Workflow.chunks``) and submits, per chunk, ``Workflow.build(params, chunk=..., clip_frames=N,
@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker.chunks import Chunk
-from worker.workflow import Workflow, WorkflowParams
+from worker.graph.chunks import Chunk
+from worker.graph.workflow import Workflow, WorkflowParams
 
 # What comfyui_nodes/wan_worker_nodes/chunk_io.py names its two files (FRAMES_SUFFIX, MOTION_SUFFIX).
 FRAMES_SUFFIX = ".rgb"

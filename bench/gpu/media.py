@@ -2,7 +2,7 @@
 
 Written with PyAV (ComfyUI's own video dependency), since the GPU machine has no ffmpeg binary.
 The pixels are a moving pattern: nothing downstream depends on content for its cost. A chunk's
-driving slice (``worker.chunks.slice_indices``: its frames of the clip, reflect-padded at the end)
+driving slice (``worker.graph.chunks.slice_indices``: its frames of the clip, reflect-padded at the end)
 is drawn from the same pattern by frame index, without audio, as ``worker.chunk_media.cut_slice``
 cuts it from the conformed video.
 """

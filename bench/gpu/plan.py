@@ -123,7 +123,7 @@ PACK_LOADER_INPUTS = {
 
 def sam2_file(model: str, precision: str) -> str:
     """The file DownloadAndLoadSAM2Model reads (pack nodes.py): a 2.1 model at fp16/bf16 loads
-    '<name>-fp16.safetensors' from models/sam2 (worker/graph_check.py applies the same rule)."""
+    '<name>-fp16.safetensors' from models/sam2 (worker/graph/comfy_checks.py applies the same rule)."""
     if precision != "fp32" and "2.1" in model:
         stem, _, extension = model.rpartition(".")
         return f"{stem}-fp16.{extension}"

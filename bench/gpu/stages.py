@@ -6,7 +6,7 @@ which stage each node belongs to and which generation window it serves, aggregat
 (median over windows, totals), derives per-backend clip totals from per-step comparisons, and
 renders the markdown tables of bench/README.md.
 
-A clip the worker runs as chunks (``worker.chunks``) is one prompt per chunk; each run carries
+A clip the worker runs as chunks (``worker.graph.chunks``) is one prompt per chunk; each run carries
 its chunk's number and node ids repeat between chunks, so a chunk's per-window nodes are keyed
 ``"<chunk>/<node>"`` (``window_key``) and numbered with the clip's windows (``chunk_windows``).
 
@@ -158,7 +158,7 @@ class NodeRun:
     gpu_idle_s: float | None = None  # NVML utilisation samples == 0, in seconds
     steps: list[float] = field(default_factory=list)  # sampler step durations
     stand_in: bool = False  # a stand-in of this benchmark ran instead of the real node
-    chunk: int = 1  # the prompt (worker.chunks) it ran in, 1-based
+    chunk: int = 1  # the prompt (worker.graph.chunks) it ran in, 1-based
 
     @property
     def seconds(self) -> float:

@@ -13,7 +13,7 @@ it corrects or guards (never a copy of it). ComfyUI imports this folder from cus
 
 Their ``/object_info`` entries, for the worker's graph checks, are declared in catalogue.json
 beside this file and merged into workflows/object_info_pinned.json by
-``python -m worker.graph_check --extract-catalogue``.
+``python -m worker.graph extract-catalogue``.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import pytest
 
 from localdev.fake_comfyui import FakeComfyUI
 from localdev.media_fixtures import make_avatar_image, make_driving_video
+from worker.graph.workflow import Workflow, WorkflowParams
 from worker.probe import ffprobe
-from worker.workflow import Workflow, WorkflowParams
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_FREE_WORKFLOW = REPO / "workflows" / "model_free_still.json"

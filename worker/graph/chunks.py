@@ -3,7 +3,7 @@
 One prompt holding a whole clip keeps every intermediate (driving frames, pose, background,
 masks, each window's decode, the joined batch) in host RAM at full length: ~115 MB per driving
 frame (``bench/host_ram.py``). A chunk is ``K`` consecutive windows of the clip's window plan
-(``worker.windows``), run as its own prompt over its own slice of the driving video:
+(``worker.graph.windows``), run as its own prompt over its own slice of the driving video:
 
 * the slice starts at the chunk's first window's first driving frame and ends where its last
   window ends; the last chunk's slice runs to the end of the video and is reflect-padded, as the
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.windows import Window, covered_frames, plan_windows, reflect_indices
+from worker.graph.windows import Window, covered_frames, plan_windows, reflect_indices
 
 
 @dataclass(frozen=True)

@@ -8,42 +8,40 @@ job parameter to the node inputs it sets and names the one output node::
      "defaults": {"seed": 42, "prompt": "...", "negative_prompt": "..."},
      "output": {"node": "7"},
      "settings": {"steps": {"value": 6, "env": "WAN_STEPS", "targets": [{"node": "31", "input": "steps"}]}},
-     "windows": {...},            # optional: per-length expansion, see worker.windows
+     "windows": {...},            # optional: per-length expansion, see worker.graph.windows
      "chunks": {"frames": 48}}    # optional, workflows without windows: frames per prompt
 
 ``output.kind`` says what the output node writes: ``"video"`` (an MP4, e.g. core SaveVideo; the
 default) or ``"frames"`` (``WanWorkerSaveChunk``'s raw frames, which the worker encodes). A job
-is run as chunks (``worker.chunks``: one prompt per ``windows.chunk_windows`` windows, or per
+is run as chunks (``worker.graph.chunks``: one prompt per ``windows.chunk_windows`` windows, or per
 ``chunks.frames`` frames) only with ``"frames"``.
 
 ``settings`` are deployment-level values (not job parameters): set into the graph at load,
 each overridable by the environment variable it names (the value is parsed as the type of
-the default). They are part of ``Workflow.sha256``.
+the default). ``Workflow.load`` takes the overrides as raw strings by variable name (the worker's
+``Settings.workflow_overrides``: every ``WAN_*`` variable) and refuses a name that is none of
+its settings. They are part of ``Workflow.sha256``.
 
 Switching workflows is the ``WORKFLOW`` environment variable, no code.
-
-    python -m worker.workflow --frames N [--workflow PATH]
-
-prints the exact graph the worker would submit for a driving video of N frames.
+``python -m worker.graph print --frames N`` prints the exact graph the worker would submit for a
+driving video of N frames.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
-import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from worker.chunks import Chunk, plan_frame_chunks, plan_window_chunks
 from worker.contract import OUTPUT
 from worker.errors import ErrorCode, WorkerError
-from worker.windows import Window, WindowSpec, check_spec, expand_windows, plan_windows
+from worker.graph.chunks import Chunk, plan_frame_chunks, plan_window_chunks
+from worker.graph.windows import Window, WindowSpec, check_spec, expand_windows, plan_windows
 
 PARAMETERS = (
     "image",
@@ -58,6 +56,7 @@ PARAMETERS = (
     "filename_prefix",
 )
 OUTPUT_KINDS = ("video", "frames")
+NO_OVERRIDES: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -94,13 +93,14 @@ class Workflow:
     bindings: dict[str, tuple[Binding, ...]]
     output_node: str
     defaults: dict[str, Any] = field(default_factory=dict)
-    windows: dict[str, Any] | None = None
+    windows: WindowSpec | None = None  # parsed and checked against the graph at load
     settings: dict[str, Any] = field(default_factory=dict)
     output_kind: str = "video"
     chunk_frames: int = 0  # workflows without windows: frames per prompt (0: one prompt)
 
     @classmethod
-    def load(cls, path: Path, *, env: Mapping[str, str] | None = None) -> Workflow:
+    def load(cls, path: Path, overrides: Mapping[str, str] = NO_OVERRIDES) -> Workflow:
+        """``overrides``: raw setting values by environment variable name (``WAN_STEPS``: ``"4"``)."""
         bindings_path = path.with_suffix(".bindings.json")
         try:
             graph_bytes = path.read_bytes()
@@ -109,60 +109,37 @@ class Workflow:
             spec = json.loads(bindings_bytes)
         except (OSError, json.JSONDecodeError) as exc:
             raise _invalid(f"cannot read workflow {path.name}: {exc}") from exc
-        settings = _apply_settings(graph, spec.get("settings", {}), os.environ if env is None else env)
+        settings = _apply_settings(graph, spec.get("settings", {}), overrides, workflow=path.name)
         digest_input = graph_bytes + b"\0" + bindings_bytes
         if settings:
             digest_input += b"\0" + json.dumps(settings, sort_keys=True).encode()
-        digest = hashlib.sha256(digest_input).hexdigest()
-        workflow = cls(
-            name=path.stem,
-            path=path,
-            sha256=digest,
-            graph=graph,
-            bindings=_parse_bindings(spec),
-            output_node=str(spec.get("output", {}).get("node", "")),
-            defaults=dict(spec.get("defaults", {})),
-            windows=spec.get("windows"),
-            settings=settings,
-            output_kind=str(spec.get("output", {}).get("kind", "video")),
-            chunk_frames=_chunk_frames(spec.get("chunks")),
-        )
-        workflow._check()
-        return workflow
-
-    def _check(self) -> None:
-        if not isinstance(self.graph, dict) or not self.graph:
-            raise _invalid(f"{self.path.name} is not an API-format graph (an object of nodes)")
-        for node_id, node in self.graph.items():
-            if not isinstance(node, dict) or "class_type" not in node or "inputs" not in node:
-                raise _invalid(f"node {node_id} of {self.path.name} has no class_type/inputs")
-        if self.output_node not in self.graph:
-            raise _invalid(f"output node {self.output_node!r} is not in {self.path.name}")
-        for name, targets in self.bindings.items():
-            for target in targets:
-                node = self.graph.get(target.node)
-                if node is None:
-                    raise _invalid(f"binding {name!r} points at missing node {target.node}")
-                # A binding may only set an input the node already has: a misspelled input
-                # name would be silently ignored by ComfyUI.
-                if target.input not in node["inputs"]:
-                    raise _invalid(
-                        f"binding {name!r} sets unknown input {target.input!r} of node "
-                        f"{target.node} ({node['class_type']})"
-                    )
-        for required in ("image", "driving_video", "frames", "filename_prefix"):
-            if not self.bindings.get(required):
-                raise _invalid(f"{self.path.name}: parameter {required!r} is bound to no node")
-        if self.output_kind not in OUTPUT_KINDS:
-            raise _invalid(f"output.kind must be one of {OUTPUT_KINDS}, not {self.output_kind!r}")
-        if self.windows is not None:
-            spec = check_spec(self.graph, self.windows)
-            if spec.chunk_windows and self.output_kind != "frames":
+        bindings = _parse_bindings(spec)
+        output_node = str(spec.get("output", {}).get("node", ""))
+        output_kind = str(spec.get("output", {}).get("kind", "video"))
+        chunk_frames = _chunk_frames(spec.get("chunks"))
+        _check(path.name, graph, bindings, output_node, output_kind)
+        windows = None
+        if spec.get("windows") is not None:
+            windows = check_spec(graph, spec["windows"])
+            if windows.chunk_windows and output_kind != "frames":
                 raise _invalid(
                     "windows.chunk_windows needs output.kind 'frames' (chunks are encoded by the worker)"
                 )
-        if self.chunk_frames and (self.windows is not None or self.output_kind != "frames"):
+        if chunk_frames and (windows is not None or output_kind != "frames"):
             raise _invalid("chunks.frames is for workflows without windows whose output.kind is 'frames'")
+        return cls(
+            name=path.stem,
+            path=path,
+            sha256=hashlib.sha256(digest_input).hexdigest(),
+            graph=graph,
+            bindings=bindings,
+            output_node=output_node,
+            defaults=dict(spec.get("defaults", {})),
+            windows=windows,
+            settings=settings,
+            output_kind=output_kind,
+            chunk_frames=chunk_frames,
+        )
 
     def example_params(
         self, frames: int, *, seed: int | None = None, filename_prefix: str = "wan-worker/example"
@@ -183,30 +160,28 @@ class Workflow:
         """The chunks a clip of ``frames`` frames is generated in (one when not chunked).
         ``chunk_windows`` overrides ``windows.chunk_windows`` (0: the whole clip in one prompt)."""
         if self.windows is not None:
-            spec = WindowSpec.parse(self.windows)
-            per_chunk = spec.chunk_windows if chunk_windows is None else chunk_windows
+            per_chunk = self.windows.chunk_windows if chunk_windows is None else chunk_windows
             windows = len(self.window_plan(frames))
             if self.output_kind != "frames" or per_chunk <= 0:
                 per_chunk = windows
             return plan_window_chunks(
                 frames,
                 chunk_windows=per_chunk,
-                window_frames=spec.window_frames,
-                motion_frames=spec.motion_frames,
-                last_window=spec.last_window,
+                window_frames=self.windows.window_frames,
+                motion_frames=self.windows.motion_frames,
+                last_window=self.windows.last_window,
             )
         return plan_frame_chunks(frames, chunk_frames=self.chunk_frames or frames)
 
     def window_plan(self, frames: int) -> list[Window]:
-        """The clip's windows (``worker.windows.plan_windows``); [] without windows."""
+        """The clip's windows (``worker.graph.windows.plan_windows``); [] without windows."""
         if self.windows is None:
             return []
-        spec = WindowSpec.parse(self.windows)
         return plan_windows(
             frames,
-            window_frames=spec.window_frames,
-            motion_frames=spec.motion_frames,
-            last_window=spec.last_window,
+            window_frames=self.windows.window_frames,
+            motion_frames=self.windows.motion_frames,
+            last_window=self.windows.last_window,
         )
 
     def build(
@@ -239,6 +214,35 @@ class Workflow:
         return graph
 
 
+def _check(
+    name: str, graph: Any, bindings: Mapping[str, tuple[Binding, ...]], output_node: str, output_kind: str
+) -> None:
+    if not isinstance(graph, dict) or not graph:
+        raise _invalid(f"{name} is not an API-format graph (an object of nodes)")
+    for node_id, node in graph.items():
+        if not isinstance(node, dict) or "class_type" not in node or "inputs" not in node:
+            raise _invalid(f"node {node_id} of {name} has no class_type/inputs")
+    if output_node not in graph:
+        raise _invalid(f"output node {output_node!r} is not in {name}")
+    for parameter, targets in bindings.items():
+        for target in targets:
+            node = graph.get(target.node)
+            if node is None:
+                raise _invalid(f"binding {parameter!r} points at missing node {target.node}")
+            # A binding may only set an input the node already has: a misspelled input
+            # name would be silently ignored by ComfyUI.
+            if target.input not in node["inputs"]:
+                raise _invalid(
+                    f"binding {parameter!r} sets unknown input {target.input!r} of node "
+                    f"{target.node} ({node['class_type']})"
+                )
+    for required in ("image", "driving_video", "frames", "filename_prefix"):
+        if not bindings.get(required):
+            raise _invalid(f"{name}: parameter {required!r} is bound to no node")
+    if output_kind not in OUTPUT_KINDS:
+        raise _invalid(f"output.kind must be one of {OUTPUT_KINDS}, not {output_kind!r}")
+
+
 def _chunk_frames(raw: Any) -> int:
     if raw is None:
         return 0
@@ -267,21 +271,35 @@ def _parse_bindings(spec: dict[str, Any]) -> dict[str, tuple[Binding, ...]]:
     return bindings
 
 
-def _apply_settings(graph: dict[str, Any], raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """Set each deployment setting (its default, or its environment variable) into the graph."""
+def _apply_settings(
+    graph: dict[str, Any], raw: Any, overrides: Mapping[str, str], *, workflow: str
+) -> dict[str, Any]:
+    """Set each deployment setting (its default, or its override) into the graph."""
     if not isinstance(raw, dict):
         raise _invalid("bindings 'settings' must be an object")
     if not isinstance(graph, dict):
-        return {}  # not an API graph: Workflow._check says so
-    values: dict[str, Any] = {}
+        return {}  # not an API graph: _check says so
+    entries: dict[str, tuple[Any, str | None, list[Binding]]] = {}
     for name, entry in raw.items():
         try:
-            value = entry["value"]
-            variable = entry.get("env")
             targets = [Binding(node=str(t["node"]), input=str(t["input"])) for t in entry["targets"]]
+            variable = entry.get("env")
+            entries[name] = (entry["value"], str(variable) if variable else None, targets)
         except (TypeError, KeyError, AttributeError) as exc:
             raise _invalid(f"setting {name!r} must be {{value, env, targets: [{{node, input}}]}}") from exc
-        override = env.get(variable, "").strip() if variable else ""
+    known = sorted(variable for _, variable, _ in entries.values() if variable)
+    # A misspelled variable (WAN_STEP) would otherwise change nothing without a word.
+    unknown = sorted(name for name, text in overrides.items() if text.strip() and name not in known)
+    if unknown:
+        raise WorkerError(
+            ErrorCode.CONFIG_INVALID,
+            f"{', '.join(unknown)}: not a setting of workflow {workflow}, whose settings are "
+            f"{', '.join(known) or 'none'}",
+            details={"unknown": unknown, "settings": known},
+        )
+    values: dict[str, Any] = {}
+    for name, (value, variable, targets) in entries.items():
+        override = overrides.get(variable, "").strip() if variable else ""
         if override:
             value = _parse_like(value, override, variable=str(variable), setting=name)
         for target in targets:
@@ -308,28 +326,3 @@ def _parse_like(default: Any, text: str, *, variable: str, setting: str) -> Any:
 
 def _invalid(message: str) -> WorkerError:
     return WorkerError(ErrorCode.WORKFLOW_INVALID, message)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from worker.config import DEFAULT_WORKFLOW
-
-    parser = argparse.ArgumentParser(description="Print the API graph the worker submits for N frames.")
-    parser.add_argument("--frames", type=int, required=True, help="driving video frames at 24 fps")
-    parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.frames < 1:
-        parser.error("--frames must be at least 1")
-    try:
-        workflow = Workflow.load(args.workflow)
-        graph = workflow.build(workflow.example_params(args.frames, seed=args.seed))
-    except WorkerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    json.dump(graph, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,7 +33,7 @@ runs past the end. ``"pad": {"node": ..., "input": ...}`` names the input set to
 the driving frames are reflect-padded to it before pose, face, mask and background are made,
 as the official pipeline pads its conditioning, so no window sees invented conditioning.
 
-Chunks (``worker.chunks``): ``chunk_windows`` windows per ComfyUI prompt, and ``handoff``::
+Chunks (``worker.graph.chunks``): ``chunk_windows`` windows per ComfyUI prompt, and ``handoff``::
 
     "chunk_windows": 4,
     "handoff": {"save": {"node": "53", "input": "motion"}, "load": {"node": "16", "input": "file"}}
@@ -54,8 +54,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.apigraph import is_link, upstream
 from worker.errors import ErrorCode, WorkerError
+from worker.graph.api import is_link, upstream
 
 TITLE_PLACEHOLDER = "{window}"
 LAST_WINDOW_MODES = ("full", "fit")
@@ -263,17 +263,17 @@ def check_spec(graph: Mapping[str, Any], raw: Mapping[str, Any]) -> WindowSpec:
 
 def expand_windows(
     graph: dict[str, Any],
-    raw_spec: Mapping[str, Any],
+    spec: WindowSpec,
     *,
     frames: int,
     chunk: Any = None,
     motion_file: str | None = None,
 ) -> dict[str, Any]:
     """The graph for ``frames`` driving frames: one window per 72 frames after the first 77.
+    ``spec`` is the one ``check_spec`` returned for the graph this one was built from.
 
-    With ``chunk`` (a ``worker.chunks.Chunk`` of this clip), the graph of that chunk only; one
+    With ``chunk`` (a ``worker.graph.chunks.Chunk`` of this clip), the graph of that chunk only; one
     that continues loads the previous chunk's frames from ``motion_file``."""
-    spec = check_spec(graph, raw_spec)
     if frames < 1:
         raise WorkerError(
             ErrorCode.INVALID_INPUT, f"the driving video has {frames} frames; at least 1 is needed"
