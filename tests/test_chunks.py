@@ -134,7 +134,7 @@ def test_chunk_graphs_wire_the_continuation_and_the_handoff(workflow):
 
 
 def test_each_chunk_window_conditions_on_its_own_driving_frames(workflow):
-    """Through the core node's offset arithmetic (graph_check's frame counter): window k of a
+    """Through the core node's offset arithmetic (worker/graph/frame_count.py): window k of a
     chunk starts at the slice frame that is the clip's window start."""
     plan = plan_windows(721)
     for chunk, graph in chunk_graphs(workflow, 721, 4):

@@ -94,3 +94,19 @@ def test_ssl_cert_file_is_read_here_and_must_exist(tmp_path: Path) -> None:
     with pytest.raises(WorkerError) as caught:
         Settings.from_env({**REQUIRED, "SSL_CERT_FILE": str(tmp_path / "missing.pem")})
     assert "SSL_CERT_FILE" in caught.value.message and "not an existing file" in caught.value.message
+
+
+def test_workflow_overrides_are_every_wan_variable_but_the_tools_own() -> None:
+    env = {
+        **REQUIRED,
+        "WAN_STEPS": " 4 ",
+        "WAN_STEP": "5",  # a misspelling is passed on: Workflow.load refuses it by name
+        "WAN_SHIFT": "  ",  # set but empty: the workflow's default
+        "WAN_BENCH_COMFYUI": "/src/ComfyUI",
+        "WAN_BENCH_PYTHON": "/venv/bin/python",
+        "WAN_CHUNKS_TEST_WINDOW": "21",
+        "WAN_SAM2_PACK": "/tmp/src/sam2",
+        "STEPS": "9",
+    }
+    assert Settings.from_env(env).workflow_overrides == {"WAN_STEPS": "4", "WAN_STEP": "5"}
+    assert Settings.from_env(REQUIRED).workflow_overrides == {}

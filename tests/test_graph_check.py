@@ -4,6 +4,7 @@ V3 dynamic inputs, the model manifest, and the model-free workflow against core 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,29 @@ def test_committed_catalogue_matches_a_fresh_extraction(tmp_path):
     out = tmp_path / "object_info_pinned.json"
     assert main(["extract-catalogue", "--source", str(SHARED_CATALOGUE), "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(CATALOGUE_PATH.read_text())
+
+
+def test_extraction_cuts_the_committed_catalogue_from_a_dump_that_holds_it(tmp_path, catalogue):
+    """Without ../shared: the committed classes as the dump give the committed catalogue back."""
+    source, out = tmp_path / "object_info.json", tmp_path / "catalogue.json"
+    source.write_text(json.dumps(catalogue))
+    assert main(["extract-catalogue", "--source", str(source), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["nodes"] == catalogue
+    assert written["stack"] == json.loads(CATALOGUE_PATH.read_text())["stack"]
+    assert written["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_extraction_from_a_dump_without_a_used_class_fails_and_writes_nothing(tmp_path, catalogue, capsys):
+    source, out = tmp_path / "object_info.json", tmp_path / "catalogue.json"
+    source.write_text(json.dumps({k: v for k, v in catalogue.items() if k != "KSampler"}))
+    assert main(["extract-catalogue", "--source", str(source), "--out", str(out)]) == 2
+    assert "error: classes not in the source catalogue: ['KSampler']" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [source]
+    source.write_text("{not json")
+    assert main(["extract-catalogue", "--source", str(source), "--out", str(out)]) == 2
+    assert "error: cannot extract the catalogue" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [source]
 
 
 def test_committed_catalogue_covers_every_class_the_workflows_use(catalogue):

@@ -117,6 +117,21 @@ def test_an_unknown_model_variant_is_a_configuration_error() -> None:
     assert "MODEL_VARIANT='fp4': expected one of fp8, bf16" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("WAN_STEPS", "abc", "WAN_STEPS (workflow setting 'steps') must be an integer, not 'abc'"),
+        ("WAN_STEP", "4", "WAN_STEP: not a setting of workflow wan22_animate_replace.json"),
+    ],
+)
+def test_a_bad_workflow_setting_stops_the_start(name: str, value: str, says: str) -> None:
+    settings = Settings.from_env({**WAN, name: value})  # config cannot know the workflow's names
+    with pytest.raises(WorkerError) as caught:
+        JobRunner(settings)
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert says in caught.value.message
+
+
 def test_the_worker_knows_every_manifest_variant() -> None:
     from worker.config import MODEL_VARIANTS
 

@@ -255,6 +255,42 @@ def test_a_bad_setting_override_is_a_config_error():
     assert "WAN_STEPS" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("workflow", "overrides", "named", "known"),
+    [
+        (WAN, {"WAN_STEP": "4"}, "WAN_STEP", "WAN_DIFFUSION_MODEL, WAN_SHIFT, WAN_STEPS"),
+        (
+            WAN,
+            {"WAN_STEPS": "4", "WAN_FPS": "16", "WAN_CFG": "1"},
+            "WAN_CFG, WAN_FPS",
+            "WAN_DIFFUSION_MODEL, ",
+        ),
+        (REPO / "workflows" / "model_free_still.json", {"WAN_STEPS": "4"}, "WAN_STEPS", "none"),
+    ],
+)
+def test_an_override_the_workflow_does_not_declare_is_a_config_error(workflow, overrides, named, known):
+    with pytest.raises(WorkerError) as caught:
+        Workflow.load(workflow, overrides)
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert caught.value.message.startswith(f"{named}: not a setting of workflow {workflow.name}")
+    assert f"whose settings are {known}" in caught.value.message
+
+
+def test_an_empty_override_keeps_the_default():
+    assert Workflow.load(WAN, {"WAN_STEPS": " "}).settings["steps"] == 6
+
+
+def test_the_windows_section_is_parsed_and_checked_once_at_load(tmp_path):
+    workflow = Workflow.load(WAN)
+    assert (workflow.windows.window_frames, workflow.windows.chunk_windows) == (77, 4)
+    spec = json.loads(WAN.with_suffix(".bindings.json").read_text())
+    spec["windows"]["collect"]["node"] = "99"  # not in the graph: refused at load, not at the first build
+    (tmp_path / WAN.name).write_bytes(WAN.read_bytes())
+    (tmp_path / WAN.with_suffix(".bindings.json").name).write_text(json.dumps(spec))
+    with pytest.raises(WorkerError, match=r"windows\.collect\.node names node 99"):
+        Workflow.load(tmp_path / WAN.name)
+
+
 def test_an_out_of_range_setting_is_caught_by_the_checker(catalogue):
     graph = Workflow.load(WAN, {"WAN_STEPS": "0"}).build(params(240))
     assert any("steps=0 is below the minimum 1" in p for p in check(graph, catalogue))
@@ -263,6 +299,19 @@ def test_an_out_of_range_setting_is_caught_by_the_checker(catalogue):
 def test_cli_checks_the_graph_for_n_frames(capsys):
     assert graph_main(["check", "--frames", "240", "--workflow", str(WAN)]) == 0
     assert "OK: wan22_animate_replace.json for 240 frames" in capsys.readouterr().err
+
+
+def test_cli_prints_the_graph_the_worker_builds_with_the_environments_settings(monkeypatch, capsys):
+    assert graph_main(["print", "--frames", "150", "--seed", "7"]) == 0
+    workflow = Workflow.load(WAN)
+    assert json.loads(capsys.readouterr().out) == workflow.build(workflow.example_params(150, seed=7))
+    monkeypatch.setenv("WAN_STEPS", "4")
+    assert graph_main(["print", "--frames", "150"]) == 0
+    graph = json.loads(capsys.readouterr().out)
+    assert {node["inputs"]["steps"] for node in graph.values() if node["class_type"] == "KSampler"} == {4}
+    monkeypatch.setenv("WAN_STEP", "4")
+    assert graph_main(["print", "--frames", "150"]) == 2
+    assert "error: WAN_STEP: not a setting of workflow" in capsys.readouterr().err
 
 
 def test_cli_exits_non_zero_and_prints_each_problem(tmp_path, capsys):

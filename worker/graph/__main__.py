@@ -97,8 +97,11 @@ def _check(path: Path, frames: int, catalogue: Path, manifest: Path | None, vari
 def _extract(source: Path, out: Path) -> int:
     try:
         subset = write_catalogue(source, out)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: cannot extract the catalogue: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # a class the workflows use is not in the dump
+        print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({len(subset['nodes'])} classes from {source.name})", file=sys.stderr)
     return 0
