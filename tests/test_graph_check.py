@@ -364,14 +364,13 @@ def test_model_names_are_checked_against_the_manifest_not_the_catalogue(catalogu
     assert "node 1 (UNETLoader): unet_name must name a model file" in check_graph(graph, catalogue)
 
 
-def test_cli_checks_the_bf16_switch(monkeypatch, capsys):
-    monkeypatch.setenv("WAN_DIFFUSION_MODEL", "wan2.2_animate_14B_bf16.safetensors")
+def test_cli_follows_the_model_variant(monkeypatch, capsys):
     assert main(["check", "--frames", "240", "--variant", "bf16"]) == 0
-    assert main(["check", "--frames", "240"]) == 1
-    assert (
-        "wan2.2_animate_14B_bf16.safetensors is not a file the model manifest installs"
-        in capsys.readouterr().out
-    )
+    assert main(["check", "--frames", "240"]) == 0
+    monkeypatch.setenv("MODEL_VARIANT", "bf16")
+    capsys.readouterr()
+    assert main(["print", "--frames", "24"]) == 0
+    assert '"unet_name": "wan2.2_animate_14B_bf16.safetensors"' in capsys.readouterr().out
 
 
 # -- pack nodes Wan graphs run through this repository's guards -----------------------------------

@@ -81,32 +81,43 @@ def _params(frames: int) -> WorkflowParams:
     )
 
 
-def test_the_bf16_switch_starts_and_its_graphs_pass() -> None:
-    runner = JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": "bf16", "WAN_DIFFUSION_MODEL": BF16}))
+@pytest.mark.parametrize(("variant", "model"), [("fp8", FP8), ("bf16", BF16)])
+def test_model_variant_alone_chooses_the_model_and_its_graphs_pass(variant: str, model: str) -> None:
+    """One setting: the diffusion model the graph loads is the manifest's file for MODEL_VARIANT."""
+    runner = JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": variant}))
     installed = runner.checked_workflow.installed_models
-    assert BF16 in installed["diffusion_models"]
-    assert FP8 not in installed["diffusion_models"]  # the variant replaces, as installed
+    assert installed["diffusion_models"] == {model}  # the variant replaces, as installed
     for frames in (77, 240):
         graph = runner.checked_workflow.graph(_params(frames))
-        assert [n["inputs"]["unet_name"] for n in graph.values() if n["class_type"] == "UNETLoader"] == [BF16]
+        assert [n["inputs"]["unet_name"] for n in graph.values() if n["class_type"] == "UNETLoader"] == [
+            model
+        ]
 
 
-@pytest.mark.parametrize(
-    ("variant", "model", "named"),
-    [
-        ("fp8", BF16, f"models/diffusion_models/{BF16}"),  # only WAN_DIFFUSION_MODEL switched
-        ("bf16", FP8, f"models/diffusion_models/{FP8}"),  # only MODEL_VARIANT switched
-        ("fp8", "wan2.1_i2v.safetensors", "models/diffusion_models/wan2.1_i2v.safetensors"),
-    ],
-)
-def test_a_model_the_manifest_does_not_install_stops_the_start(variant: str, model: str, named: str) -> None:
+def test_the_retired_model_setting_is_refused_with_what_replaced_it() -> None:
     with pytest.raises(WorkerError) as caught:
-        JobRunner(Settings.from_env({**WAN, "MODEL_VARIANT": variant, "WAN_DIFFUSION_MODEL": model}))
+        Settings.from_env({**WAN, "MODEL_VARIANT": "bf16", "WAN_DIFFUSION_MODEL": BF16})
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert "WAN_DIFFUSION_MODEL is no longer read: MODEL_VARIANT alone chooses" in caught.value.message
+
+
+@pytest.mark.parametrize("variant", ["fp8", "bf16"])
+def test_a_model_the_manifest_does_not_install_stops_the_start(tmp_path: Path, variant: str) -> None:
+    """A workflow that names a model file itself (not through its model_role setting)."""
+    graph = json.loads((REPO_ROOT / "workflows/wan22_animate_replace.json").read_text())
+    bindings = json.loads((REPO_ROOT / "workflows/wan22_animate_replace.bindings.json").read_text())
+    del bindings["settings"]["diffusion_model"]
+    graph["20"]["inputs"]["unet_name"] = "wan2.1_i2v.safetensors"
+    (tmp_path / "wf.json").write_text(json.dumps(graph))
+    (tmp_path / "wf.bindings.json").write_text(json.dumps(bindings))
+    with pytest.raises(WorkerError) as caught:
+        JobRunner(Settings.from_env({**ENV, "WORKFLOW": str(tmp_path / "wf.json"), "MODEL_VARIANT": variant}))
     error = caught.value
     assert error.code is ErrorCode.CONFIG_INVALID
-    assert f"{named} is not a file the model manifest installs" in error.message
-    assert f"MODEL_VARIANT={variant}" in error.message
-    assert "MODEL_VARIANT=bf16 and WAN_DIFFUSION_MODEL=wan2.2_animate_14B_bf16.safetensors" in error.message
+    assert "models/diffusion_models/wan2.1_i2v.safetensors is not a file the model manifest installs" in (
+        error.message
+    )
+    assert f"MODEL_VARIANT={variant}" in error.message and "model_role" in error.message
     assert error.details["model_variant"] == variant
 
 

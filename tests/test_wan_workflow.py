@@ -238,14 +238,22 @@ def test_settings_default_and_environment_overrides():
         "shift": 8.0,
         "diffusion_model": "Wan2_2-Animate-14B_fp8_scaled_e4m3fn_KJ_v2.safetensors",
     }
-    tuned = Workflow.load(
-        WAN, {"WAN_STEPS": "4", "WAN_SHIFT": "5", "WAN_DIFFUSION_MODEL": "other.safetensors"}
-    )
+    tuned = Workflow.load(WAN, {"WAN_STEPS": "4", "WAN_SHIFT": "5"})
     graph = tuned.build(params(150))
     assert {node["inputs"]["steps"] for node in graph.values() if node["class_type"] == "KSampler"} == {4}
     assert graph["23"]["inputs"]["shift"] == 5.0 and isinstance(graph["23"]["inputs"]["shift"], float)
-    assert graph["20"]["inputs"]["unet_name"] == "other.safetensors"
     assert tuned.sha256 != default.sha256  # a result made with other settings is another result
+
+
+def test_the_diffusion_model_is_the_manifests_file_for_the_variant():
+    bf16 = Workflow.load(WAN, model_variant="bf16")
+    assert bf16.settings["diffusion_model"] == "wan2.2_animate_14B_bf16.safetensors"
+    assert bf16.build(params(150))["20"]["inputs"]["unet_name"] == "wan2.2_animate_14B_bf16.safetensors"
+    assert Workflow.load(WAN, model_variant="fp8").sha256 == Workflow.load(WAN).sha256
+    assert bf16.sha256 != Workflow.load(WAN).sha256
+    with pytest.raises(WorkerError) as caught:
+        Workflow.load(WAN, model_variant="fp4")
+    assert caught.value.code is ErrorCode.CONFIG_INVALID and "unknown variant 'fp4'" in caught.value.message
 
 
 def test_a_bad_setting_override_is_a_config_error():
@@ -258,12 +266,12 @@ def test_a_bad_setting_override_is_a_config_error():
 @pytest.mark.parametrize(
     ("workflow", "overrides", "named", "known"),
     [
-        (WAN, {"WAN_STEP": "4"}, "WAN_STEP", "WAN_DIFFUSION_MODEL, WAN_SHIFT, WAN_STEPS"),
+        (WAN, {"WAN_STEP": "4"}, "WAN_STEP", "WAN_SHIFT, WAN_STEPS"),
         (
             WAN,
             {"WAN_STEPS": "4", "WAN_FPS": "16", "WAN_CFG": "1"},
             "WAN_CFG, WAN_FPS",
-            "WAN_DIFFUSION_MODEL, ",
+            "WAN_SHIFT, ",
         ),
         (REPO / "workflows" / "model_free_still.json", {"WAN_STEPS": "4"}, "WAN_STEPS", "none"),
     ],

@@ -118,6 +118,9 @@ class Settings:
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
             gpu_prices_per_s=reader.optional("GPU_PRICES_PER_S", _gpu_prices, ()),
         )
+        for name, instead in RETIRED_SETTINGS.items():
+            if env.get(name, "").strip():
+                reader.problems.append(f"{name} is no longer read: {instead}")
         scratch, output = settings.scratch_prefix, settings.output_prefix
         if (
             scratch
@@ -132,13 +135,23 @@ class Settings:
         return settings
 
 
+# Settings a deployment may still carry, and what replaced them.
+RETIRED_SETTINGS = {
+    "WAN_DIFFUSION_MODEL": "MODEL_VARIANT alone chooses the diffusion model (fp8 or bf16); the file "
+    "it loads is the one models/manifest.json installs for that variant",
+}
+
+
 def workflow_overrides(env: Mapping[str, str]) -> dict[str, str]:
     """The workflow setting overrides: every set ``WAN_*`` variable but the tools' own. Only the
     workflow knows its settings' names, so ``Workflow.load`` checks them (and their values)."""
     return {
         name: value.strip()
         for name, value in env.items()
-        if name.startswith("WAN_") and not name.startswith(NOT_WORKFLOW_SETTINGS) and value.strip()
+        if name.startswith("WAN_")
+        and not name.startswith(NOT_WORKFLOW_SETTINGS)
+        and name not in RETIRED_SETTINGS
+        and value.strip()
     }
 
 

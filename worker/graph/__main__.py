@@ -36,10 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     for command in (show, check):
         command.add_argument("--frames", type=int, required=True, help="driving video frames at 24 fps")
         command.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
+        command.add_argument(
+            "--variant",
+            default=os.environ.get("MODEL_VARIANT") or None,
+            help="model variant (fp8, bf16): the diffusion model the graph loads and the files it is "
+            "checked against (default: MODEL_VARIANT, else the manifest's default)",
+        )
     show.add_argument("--seed", type=int, default=None)
     check.add_argument("--catalogue", type=Path, default=CATALOGUE_PATH)
     check.add_argument("--manifest", type=Path, default=None, help=f"default: {MANIFEST_PATH} when present")
-    check.add_argument("--variant", default=None, help="also accept a manifest alternative's files (bf16)")
     extract = commands.add_parser("extract-catalogue", help="cut the committed catalogue from a full dump")
     extract.add_argument("--source", type=Path, required=True, help="the pinned stack's full /object_info")
     extract.add_argument("--out", type=Path, default=CATALOGUE_PATH)
@@ -49,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames < 1:
         parser.error("--frames must be at least 1")
     if args.command == "print":
-        return _print(args.workflow, args.frames, args.seed)
+        return _print(args.workflow, args.frames, args.seed, args.variant)
     return _check(args.workflow, args.frames, args.catalogue, args.manifest, args.variant)
 
 
-def _print(path: Path, frames: int, seed: int | None) -> int:
+def _print(path: Path, frames: int, seed: int | None, variant: str | None) -> int:
     try:
-        workflow = Workflow.load(path, workflow_overrides(os.environ))
+        workflow = Workflow.load(path, workflow_overrides(os.environ), model_variant=variant)
         graph = workflow.build(workflow.example_params(frames, seed=seed))
     except WorkerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -67,7 +72,7 @@ def _print(path: Path, frames: int, seed: int | None) -> int:
 
 def _check(path: Path, frames: int, catalogue: Path, manifest: Path | None, variant: str | None) -> int:
     try:
-        workflow = Workflow.load(path, workflow_overrides(os.environ))
+        workflow = Workflow.load(path, workflow_overrides(os.environ), model_variant=variant)
         params = workflow.example_params(frames, filename_prefix="wan-worker/check")
         graph = workflow.build(params)
     except WorkerError as exc:

@@ -113,7 +113,7 @@ def load_checked_workflow(
     it builds passes: one short clip, one of two windows, and a long clip's second and last chunks
     of ``chunk_windows`` windows (the continuation wiring). No network, no ComfyUI."""
     checked = CheckedWorkflow(
-        workflow=Workflow.load(path, overrides),
+        workflow=Workflow.load(path, overrides, model_variant=model_variant),
         catalogue=load_catalogue(),
         installed_models=load_manifest().installed(model_variant),
     )
@@ -142,8 +142,8 @@ def load_checked_workflow(
             raise WorkerError(
                 ErrorCode.CONFIG_INVALID,
                 f"{exc.message}. MODEL_VARIANT={model_variant} installs only the files of "
-                f"{MANIFEST_PATH.name} for that variant: the bf16 model needs both MODEL_VARIANT=bf16 and "
-                "WAN_DIFFUSION_MODEL=wan2.2_animate_14B_bf16.safetensors, the fp8 model neither",
+                f"{MANIFEST_PATH.name} for that variant, and the workflow names a model file that is "
+                "not one of them: name it through a model_role setting or add it to the manifest",
                 details={**exc.details, "model_variant": model_variant, "manifest_installs": installs},
             ) from exc
     return checked

@@ -20,7 +20,10 @@ is run as chunks (``worker.graph.chunks``: one prompt per ``windows.chunk_window
 each overridable by the environment variable it names (the value is parsed as the type of
 the default). ``Workflow.load`` takes the overrides as raw strings by variable name (the worker's
 ``Settings.workflow_overrides``: every ``WAN_*`` variable) and refuses a name that is none of
-its settings. They are part of ``Workflow.sha256``.
+its settings. A setting with ``"model_role"`` instead of ``value``/``env`` (the diffusion model)
+takes the file name that ``models/manifest.json`` gives that role for the model variant
+(``MODEL_VARIANT``): one setting chooses the model and the files it needs. They are part of
+``Workflow.sha256``.
 
 Switching workflows is the ``WORKFLOW`` environment variable, no code.
 ``python -m worker.graph print --frames N`` prints the exact graph the worker would submit for a
@@ -42,6 +45,7 @@ from worker.contract import OUTPUT
 from worker.errors import ErrorCode, WorkerError
 from worker.graph.chunks import Chunk, plan_frame_chunks, plan_window_chunks
 from worker.graph.windows import Window, WindowSpec, check_spec, expand_windows, plan_windows
+from worker.models import ManifestError, load_manifest
 
 PARAMETERS = (
     "image",
@@ -99,8 +103,12 @@ class Workflow:
     chunk_frames: int = 0  # workflows without windows: frames per prompt (0: one prompt)
 
     @classmethod
-    def load(cls, path: Path, overrides: Mapping[str, str] = NO_OVERRIDES) -> Workflow:
-        """``overrides``: raw setting values by environment variable name (``WAN_STEPS``: ``"4"``)."""
+    def load(
+        cls, path: Path, overrides: Mapping[str, str] = NO_OVERRIDES, *, model_variant: str | None = None
+    ) -> Workflow:
+        """``overrides``: raw setting values by environment variable name (``WAN_STEPS``: ``"4"``);
+        ``model_variant``: the manifest variant whose files ``model_role`` settings name (None: the
+        manifest's default)."""
         bindings_path = path.with_suffix(".bindings.json")
         try:
             graph_bytes = path.read_bytes()
@@ -109,7 +117,9 @@ class Workflow:
             spec = json.loads(bindings_bytes)
         except (OSError, json.JSONDecodeError) as exc:
             raise _invalid(f"cannot read workflow {path.name}: {exc}") from exc
-        settings = _apply_settings(graph, spec.get("settings", {}), overrides, workflow=path.name)
+        settings = _apply_settings(
+            graph, spec.get("settings", {}), overrides, workflow=path.name, model_variant=model_variant
+        )
         digest_input = graph_bytes + b"\0" + bindings_bytes
         if settings:
             digest_input += b"\0" + json.dumps(settings, sort_keys=True).encode()
@@ -272,9 +282,14 @@ def _parse_bindings(spec: dict[str, Any]) -> dict[str, tuple[Binding, ...]]:
 
 
 def _apply_settings(
-    graph: dict[str, Any], raw: Any, overrides: Mapping[str, str], *, workflow: str
+    graph: dict[str, Any],
+    raw: Any,
+    overrides: Mapping[str, str],
+    *,
+    workflow: str,
+    model_variant: str | None,
 ) -> dict[str, Any]:
-    """Set each deployment setting (its default, or its override) into the graph."""
+    """Set each deployment setting (its default, its override, or its model file) into the graph."""
     if not isinstance(raw, dict):
         raise _invalid("bindings 'settings' must be an object")
     if not isinstance(graph, dict):
@@ -283,10 +298,16 @@ def _apply_settings(
     for name, entry in raw.items():
         try:
             targets = [Binding(node=str(t["node"]), input=str(t["input"])) for t in entry["targets"]]
+            if "model_role" in entry:
+                entries[name] = (_model_file(str(entry["model_role"]), model_variant), None, targets)
+                continue
             variable = entry.get("env")
             entries[name] = (entry["value"], str(variable) if variable else None, targets)
         except (TypeError, KeyError, AttributeError) as exc:
-            raise _invalid(f"setting {name!r} must be {{value, env, targets: [{{node, input}}]}}") from exc
+            raise _invalid(
+                f"setting {name!r} must be {{value, env, targets: [{{node, input}}]}} "
+                "or {model_role, targets: [{node, input}]}"
+            ) from exc
     known = sorted(variable for _, variable, _ in entries.values() if variable)
     # A misspelled variable (WAN_STEP) would otherwise change nothing without a word.
     unknown = sorted(name for name, text in overrides.items() if text.strip() and name not in known)
@@ -309,6 +330,14 @@ def _apply_settings(
             node["inputs"][target.input] = value
         values[name] = value
     return values
+
+
+def _model_file(role: str, variant: str | None) -> str:
+    """The file name the manifest gives ``role`` in ``variant``."""
+    try:
+        return load_manifest().filename_for(role, variant)
+    except ManifestError as exc:
+        raise WorkerError(ErrorCode.CONFIG_INVALID, f"model variant {variant!r}: {exc}") from exc
 
 
 def _parse_like(default: Any, text: str, *, variable: str, setting: str) -> Any:
