@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start-up of the worker container (the image's ENTRYPOINT; arguments go to the handler).
 #
-#  0. The worker's settings are checked (worker.config): a misconfigured endpoint stops here, exit code 2.
+#  0. The worker's settings, workflow and graphs are checked (worker.preflight): a misconfigured endpoint
+#     stops here, exit code 2.
 #  1. ComfyUI starts headless on 127.0.0.1 and, at the same time, download_models.py puts the model files
 #     in place (the two do not depend on each other: ComfyUI re-reads its model folders when they change).
 #  2. Once ComfyUI answers GET /system_stats (within COMFY_READY_TIMEOUT_S) AND the download succeeded,
@@ -151,27 +152,18 @@ comfy_died() {
 
 comfy_answers() { curl -fsS -o /dev/null --max-time 5 "${COMFY_URL}/system_stats" 2>/dev/null; }
 
-# The worker's settings are checked before anything starts: a misconfigured endpoint fails in a second,
-# not after a 30 GB download. The message names every problem and never shows a secret's value.
-CONFIG_CHECK_PY='
-import sys
-from worker.config import Settings
-from worker.errors import WorkerError
-try:
-    Settings.from_env()
-except WorkerError as exc:
-    sys.exit(exc.message)
-'
-
+# The worker's settings, its workflow with its WAN_* settings and MODEL_VARIANT's model file, and every
+# graph it builds are checked before anything starts (python -m worker.preflight, no network): a
+# misconfigured endpoint fails in a second, not after a 30 GB download. The message names every problem
+# and never shows a secret's value.
 check_configuration() {
-    local error cmd
-    if [[ -n $PREFLIGHT_CMD ]]; then
-        read -r -a cmd <<<"$PREFLIGHT_CMD"
-        error=$("${cmd[@]}" 2>&1) && return 0
-    else
-        error=$("$PYTHON" -c "$CONFIG_CHECK_PY" 2>&1) && return 0
+    local out cmd=("$PYTHON" -m worker.preflight)
+    [[ -n $PREFLIGHT_CMD ]] && read -r -a cmd <<<"$PREFLIGHT_CMD"
+    if out=$("${cmd[@]}" 2>&1); then
+        [[ -z $out ]] || log "${out##*$'\n'}"
+        return 0
     fi
-    log "ERROR: the worker's configuration is invalid; nothing started: ${error##*$'\n'}"
+    log "ERROR: the worker's configuration is invalid; nothing started: ${out##*$'\n'}"
     exit 2
 }
 

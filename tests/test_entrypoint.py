@@ -392,6 +392,7 @@ def test_a_valid_configuration_passes_the_check(box: Box) -> None:
         WORKFLOW="workflows/model_free_still.json",
     )
     assert run.code == 0, run.output
+    assert "preflight: settings valid; workflow model_free_still" in run.output
     assert box.has("handler.start")
 
 
@@ -422,3 +423,20 @@ def test_a_gpu_machine_without_the_onnx_cuda_provider_stops_at_the_worker_start(
     assert "pose detection would silently run on the CPU" in run.output
     assert "the worker exited with code 2; stopping ComfyUI" in run.output
     assert box.has("comfy.sigterm")
+
+
+def test_a_bad_workflow_setting_fails_before_anything_starts(box: Box) -> None:
+    # Settings alone pass; python -m worker.preflight also loads the workflow with its WAN_* settings.
+    run = box.run(
+        APP_DIR=str(ROOT),
+        PREFLIGHT_CMD="",
+        MINIO_ENDPOINT="127.0.0.1:9",
+        MINIO_ACCESS_KEY="key",
+        MINIO_SECRET_KEY="secret",
+        MINIO_BUCKET="media",
+        WAN_STEPS="abc",
+    )
+    assert run.code == 2, run.output
+    assert "configuration is invalid; nothing started" in run.output
+    assert "WAN_STEPS (workflow setting 'steps') must be an integer, not 'abc'" in run.output
+    assert not box.has("comfy.start") and not box.has("download.start")
