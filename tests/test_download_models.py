@@ -3,40 +3,31 @@ a fake RunPod cache folder and real files, through the command line."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import download_models
-from tests.support.fake_hub import FakeHub
-from worker import models
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "download_models.py"
-REPO = "TestOrg/tiny-models"
-OTHER_REPO = "TestOrg/other-models"
-
-UNET = os.urandom(6 * 1024)
-VAE = os.urandom(5 * 1024)
-LORA = os.urandom(3 * 1024)
-UNET_BF16 = os.urandom(8 * 1024)
-
-_CLEARED_ENV = (
-    "HF_TOKEN",
-    "HF_HUB_OFFLINE",
-    "HF_HUB_CACHE",
-    "MODEL_VARIANT",
-    "RUNPOD_HF_CACHE_ROOT",
-    "COMFY_MODELS_DIR",
-    "ALLOW_UNPINNED_MODELS",
+from tests.support.fake_hub import FakeHub, SilentServer, refusing_endpoint
+from tests.support.model_setup import (
+    LORA,
+    REPO,
+    ROOT,
+    UNET,
+    UNET_BF16,
+    VAE,
+    Setup,
+    entry,
+    make_cache_file,
+    table_lines,
+    table_row,
 )
+from worker import models
 
 
 @pytest.fixture
@@ -45,119 +36,14 @@ def hub() -> Iterator[FakeHub]:
         yield fake
 
 
-def entry(role: str, folder: str, filename: str, path: str, content: bytes, revision: str | None, **over):
-    return {
-        "role": role,
-        "filename": filename,
-        "folder": folder,
-        "repo": REPO,
-        "revision": revision,
-        "path": path,
-        "size": len(content),
-        "sha256": hashlib.sha256(content).hexdigest(),
-        **over,
-    }
-
-
 @pytest.fixture
-def setup(hub: FakeHub, tmp_path: Path):
+def setup(hub: FakeHub, tmp_path: Path) -> Setup:
     """A fake repo with three files at one commit, a manifest pinning that commit, empty models dir."""
-    commit = hub.commit(
-        REPO,
-        {"weights/unet.safetensors": UNET, "vae/vae.safetensors": VAE, "loras/lora.safetensors": LORA},
-    )
-    bf16_commit = hub.commit(OTHER_REPO, {"split/unet_bf16.safetensors": UNET_BF16})
-    manifest = {
-        "default_variant": "fp8",
-        "files": [
-            entry(
-                "diffusion_model",
-                "diffusion_models",
-                "unet.safetensors",
-                "weights/unet.safetensors",
-                UNET,
-                commit,
-            ),
-            entry("vae", "vae", "vae.safetensors", "vae/vae.safetensors", VAE, commit),
-            entry("lora", "loras", "lora.safetensors", "loras/lora.safetensors", LORA, commit),
-        ],
-        "alternatives": {
-            "bf16": {
-                "files": [
-                    {
-                        **entry(
-                            "diffusion_model",
-                            "diffusion_models",
-                            "unet_bf16.safetensors",
-                            "split/unet_bf16.safetensors",
-                            UNET_BF16,
-                            bf16_commit,
-                        ),
-                        "repo": OTHER_REPO,
-                    }
-                ]
-            }
-        },
-    }
-    return Setup(hub, tmp_path, manifest, commit)
-
-
-class Setup:
-    def __init__(self, hub: FakeHub, tmp: Path, manifest: dict, commit: str) -> None:
-        self.hub, self.tmp, self.manifest, self.commit = hub, tmp, manifest, commit
-        self.models = tmp / "models"
-        self.cache = tmp / "runpod-cache"
-
-    def write_manifest(self) -> Path:
-        path = self.tmp / "manifest.json"
-        path.write_text(json.dumps(self.manifest))
-        return path
-
-    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
-        full_env.update(
-            HF_ENDPOINT=self.hub.endpoint,
-            HF_HUB_DISABLE_XET="1",
-            HF_HUB_DISABLE_TELEMETRY="1",
-            HF_HOME=str(self.tmp / "hf-home"),
-            PYTHONUNBUFFERED="1",
-        )
-        full_env.update(env or {})
-        cmd = [
-            sys.executable,
-            str(SCRIPT),
-            "--manifest",
-            str(self.write_manifest()),
-            "--models-dir",
-            str(self.models),
-            "--hf-cache-root",
-            str(self.cache),
-            "--retry-wait",
-            "0.05",
-            "--progress-interval",
-            "0.2",
-            *args,
-        ]
-        return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120, check=False)
-
-    def installed(self, folder: str, filename: str) -> Path:
-        return self.models / folder / filename
+    return Setup(hub, tmp_path)
 
 
 def cdn_gets(hub: FakeHub, path: str) -> list:
     return hub.requests_for(path, method="GET", server="cdn")
-
-
-def table_lines(stdout: str, relpath: str) -> list[str]:
-    """The lines of the plan and result tables that describe relpath, in order."""
-    lines = [line for line in stdout.splitlines() if line.startswith(relpath + " ")]
-    assert lines, f"no row for {relpath} in:\n{stdout}"
-    return lines
-
-
-def table_row(stdout: str, relpath: str) -> list[str]:
-    """Cells of the last table row for relpath (the result table after an install)."""
-    return table_lines(stdout, relpath)[-1].split()
 
 
 # ------------------------------------------------------------------------------------------- install
@@ -171,9 +57,11 @@ def test_downloads_every_file_at_the_pinned_revision(setup: Setup) -> None:
     assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
     assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA
     heads = setup.hub.requests_for("weights/unet.safetensors", method="HEAD", server="hub")
-    assert [h.revision for h in heads] == [setup.commit]
+    assert {h.revision for h in heads} == {setup.commit}
     assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1:3] == ["downloaded", str(len(UNET))]
-    assert "RESULT ok: 3 files (3 downloaded, 0 cache, 0 present)" in done.stdout
+    assert "RESULT ok: 3 files (0 installed, 0 bundle-cache, 0 upstream-cache, 3 downloaded)" in done.stdout
+    ready = [line for line in done.stdout.splitlines() if line.startswith("[ready] ")]
+    assert len(ready) == 3 and all(f"downloaded from {REPO}@{setup.commit[:12]}" in line for line in ready)
     # nothing left behind but the installed files and the hash record
     leftovers = sorted(p.relative_to(setup.models).as_posix() for p in setup.models.rglob("*") if p.is_file())
     assert leftovers == [
@@ -202,8 +90,9 @@ def test_second_run_skips_present_files_without_contacting_the_hub(setup: Setup)
 
     assert again.returncode == 0, again.stderr
     assert setup.hub.requests == []
-    assert table_row(again.stdout, "vae/vae.safetensors")[1] == "present"
-    assert "RESULT ok: 3 files (0 downloaded, 0 cache, 3 present)" in again.stdout
+    assert table_row(again.stdout, "vae/vae.safetensors")[1] == "installed"
+    assert "RESULT ok: 3 files (3 installed, 0 bundle-cache, 0 upstream-cache, 0 downloaded)" in again.stdout
+    assert "[ready] +" in again.stdout and "vae/vae.safetensors: already installed (verified)" in again.stdout
 
 
 def test_dropped_connection_resumes_with_a_range_request(setup: Setup, hub: FakeHub) -> None:
@@ -232,7 +121,7 @@ def test_transient_server_error_is_retried(setup: Setup) -> None:
 
     assert done.returncode == 0, done.stderr
     assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 2
-    assert "[retry] vae/vae.safetensors: attempt 1 failed" in done.stderr
+    assert "[retry] vae/vae.safetensors: attempt 1 of 5 failed" in done.stderr
     assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
 
 
@@ -243,7 +132,8 @@ def test_persistent_server_error_fails_after_the_retries(setup: Setup) -> None:
 
     assert done.returncode == 1
     assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 3
-    assert "[failed] vae/vae.safetensors: failed after 3 attempts" in done.stderr
+    gave_up = r"\[failed\] vae/vae.safetensors: gave up after 3 attempts in [\d.]+ s; the last: "
+    assert re.search(gave_up, done.stderr), done.stderr
     assert not setup.installed("vae", "vae.safetensors").exists()
     assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA  # the others still install
 
@@ -286,23 +176,88 @@ def test_download_with_wrong_sha256_in_manifest_is_not_installed(setup: Setup) -
     assert not setup.installed("vae", "vae.safetensors").exists()
 
 
+# ------------------------------------------------------------------------------- a Hub that fails
+
+
+def _lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_a_refusing_hub_fails_every_download_once_with_the_reason(setup: Setup) -> None:
+    done = setup.run("--retries", "2", endpoint=refusing_endpoint())
+
+    assert done.returncode == 1
+    failed = _lines(done.stderr, "[failed]")
+    assert len(failed) == 1, done.stderr  # one cause, said once, naming every file it stopped
+    assert "3 files: the Hub at http://127.0.0.1:" in failed[0] and "could not be reached" in failed[0]
+    assert "gave up after 3 attempts" in failed[0] and "ConnectError" in failed[0]
+    for relpath in ("diffusion_models/unet.safetensors", "vae/vae.safetensors", "loras/lora.safetensors"):
+        assert relpath in failed[0]
+    assert len(_lines(done.stderr, "[retry]")) == 2  # the preflight's, not one per file
+    assert "Retrying in" not in done.stderr  # huggingface_hub did not retry on its own
+    assert _lines(done.stdout, "[download]") == [] and _lines(done.stdout, "[total]") == []
+    assert not setup.installed("vae", "vae.safetensors").exists()
+
+
+def test_retries_are_ours_alone_a_failing_hub_gets_retries_plus_one_requests(setup: Setup) -> None:
+    setup.hub.inject_resolve("weights/unet.safetensors", *["503"] * 10)
+
+    done = setup.run("--retries", "2")
+
+    assert done.returncode == 1
+    assert len(setup.hub.requests_for("weights/unet.safetensors", method="HEAD")) == 3
+    assert cdn_gets(setup.hub, "vae/vae.safetensors") == []  # nothing started once the Hub was found down
+    assert len(_lines(done.stderr, "[failed]")) == 1
+
+
+def test_a_transient_error_of_one_file_costs_one_more_request(setup: Setup) -> None:
+    setup.hub.inject_resolve("vae/vae.safetensors", "503")
+
+    done = setup.run()
+
+    assert done.returncode == 0, done.stderr
+    assert len(setup.hub.requests_for("vae/vae.safetensors", method="HEAD")) == 2
+    assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
+
+
+def test_a_hanging_hub_is_given_up_within_the_configured_bound(setup: Setup) -> None:
+    with SilentServer() as silent:
+        started = time.monotonic()
+        done = setup.run("--retries", "1", "--timeout", "1", endpoint=silent.endpoint)
+        seconds = time.monotonic() - started
+        connections = silent.connections
+
+    assert done.returncode == 1
+    assert connections == 2  # (retries + 1) requests of at most --timeout each
+    # Bound: 2 x 1 s + the wait; huggingface_hub's own retries would add 6 x 60 s per attempt.
+    assert seconds < 60, seconds
+    failed = _lines(done.stderr, "[failed]")
+    assert len(failed) == 1 and "could not be reached" in failed[0] and "Timeout" in failed[0]
+
+
+def test_progress_counts_only_the_bytes_of_the_file_and_says_when_none_arrived(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stage = tmp_path / "stage"
+    (stage / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (stage / ".cache" / "huggingface" / "download" / "x.metadata").write_bytes(bytes(192))
+    (stage / ".cache" / "huggingface" / ".gitignore").write_bytes(b"*")
+    progress = download_models.Progress(download_models.Output(), total_bytes=17 * 10**9, interval=60)
+    progress.started("diffusion_models/big.safetensors", stage, 17 * 10**9)
+
+    progress.report()
+
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("[download] no byte yet: diffusion_models/big.safetensors (")
+    assert not any("%" in line for line in lines)  # no "0.0% 192 B of 17.0 GB"
+
+
 # ------------------------------------------------------------------------------------------ the cache
 
 
-def make_cache_file(setup: Setup, revision: str, path: str, content: bytes) -> Path:
-    """Lay a file out like a Hugging Face cache: snapshot symlink -> blob named by sha256."""
-    repo_dir = setup.cache / "hub" / ("models--" + REPO.replace("/", "--"))
-    blob = repo_dir / "blobs" / hashlib.sha256(content).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(content)
-    snapshot = repo_dir / "snapshots" / revision / path
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
-    return snapshot
-
-
 def test_cached_file_at_the_pinned_revision_is_linked_not_downloaded(setup: Setup) -> None:
-    cached = make_cache_file(setup, setup.commit, "weights/unet.safetensors", UNET)
+    cached = make_cache_file(setup.cache, REPO, setup.commit, "weights/unet.safetensors", UNET)
 
     done = setup.run()
 
@@ -311,11 +266,13 @@ def test_cached_file_at_the_pinned_revision_is_linked_not_downloaded(setup: Setu
     assert target.is_symlink() and Path(os.readlink(target)) == cached
     assert target.read_bytes() == UNET
     assert setup.hub.requests_for("weights/unet.safetensors") == []
-    assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1] == "cache"
+    assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1] == "upstream-cache"
+    linked = f"diffusion_models/unet.safetensors: upstream cache {REPO}@{setup.commit[:12]}, linked"
+    assert linked in done.stdout
 
 
 def test_cache_of_another_revision_is_reported_and_not_used(setup: Setup) -> None:
-    make_cache_file(setup, "f" * 40, "weights/unet.safetensors", b"old weights")
+    make_cache_file(setup.cache, REPO, "f" * 40, "weights/unet.safetensors", b"old weights")
 
     plan = setup.run("--dry-run")
 
@@ -337,7 +294,8 @@ def test_not_enough_disk_space_is_refused_before_any_request(setup: Setup) -> No
     done = setup.run()
 
     assert done.returncode == 2
-    assert re.search(r"\[refused\] not enough disk space under .*missing \d", done.stderr), done.stderr
+    refused = r"\[refused\] not enough disk space: .* free under .*; missing \d"
+    assert re.search(refused, done.stderr), done.stderr
     assert setup.hub.requests == []
     assert not setup.models.exists()
 
@@ -355,6 +313,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(setup: Setup) -> None:
 
     assert done.returncode == 0, done.stderr
     assert table_row(done.stdout, "vae/vae.safetensors")[1:3] == ["download", str(len(VAE))]
+    total = len(UNET) + len(VAE) + len(LORA)
+    assert re.search(rf"\[disk\] downloads need {total / 1000:.1f} KB, .* free under .*: ok", done.stdout)
     assert "[dry-run] nothing was changed" in done.stdout
     assert setup.hub.requests == []
     assert not setup.models.exists()
@@ -369,6 +329,10 @@ def test_unpinned_entry_is_refused_unless_allowed(setup: Setup) -> None:
     assert "no pinned revision for: loras/lora.safetensors" in refused.stderr
     assert "ALLOW_UNPINNED_MODELS=1" in refused.stderr
     assert setup.hub.requests == []
+    plan = setup.run("--dry-run")
+    assert plan.returncode == 0, plan.stderr  # a plan, not a refusal: it says what a run would refuse
+    assert "[dry-run] a real run would refuse: no pinned revision for: loras/lora.safetensors" in plan.stdout
+    assert "[disk] downloads need" in plan.stdout
 
     allowed = setup.run(env={"ALLOW_UNPINNED_MODELS": "1"})
 
@@ -453,6 +417,10 @@ def test_real_manifest_is_well_formed() -> None:
     )
     assert manifest.filename_for("diffusion_model", "bf16") == "wan2.2_animate_14B_bf16.safetensors"
     assert len(manifest.select("bf16")) == len(manifest.select())
+    unpinned = [f.relpath for v in manifest.variants for f in manifest.select(v) if f.revision is None]
+    assert unpinned == [], "no deployment should need ALLOW_UNPINNED_MODELS"
+    yolo = next(f for f in manifest.select() if f.filename == "yolov10m.onnx")
+    assert (yolo.revision, yolo.size) == ("0d22b5cd7b6e63bbdf132a495839a8e1c0824979", 61659339)
 
 
 def test_installed_names_each_folder_of_a_variant() -> None:

@@ -40,6 +40,11 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def is_repo_id(value: str) -> bool:
+    """Whether ``value`` names a Hugging Face repository: ``ORG/NAME``."""
+    return bool(_REPO_RE.fullmatch(value))
+
+
 class ManifestError(ValueError):
     """The manifest is not usable; the message says which entry and why."""
 
@@ -120,7 +125,7 @@ def _parse_file(raw: Any, where: str) -> ModelFile:
         raise ManifestError(f"{where}: filename must be a plain file name")
     if raw["folder"] not in FOLDERS:
         raise ManifestError(f"{where}: folder {raw['folder']!r} is not one of {sorted(FOLDERS)}")
-    if not _REPO_RE.fullmatch(raw["repo"]):
+    if not is_repo_id(raw["repo"]):
         raise ManifestError(f"{where}: repo must look like ORG/NAME")
     path = raw["path"]
     if path.startswith("/") or ".." in path.split("/"):
