@@ -21,6 +21,8 @@ START_US=${EPOCHREALTIME/[.,]/}
 PYTHON=${PYTHON:-python}
 APP_DIR=${APP_DIR:-/app}
 COMFY_DIR=${COMFY_DIR:-/comfyui}
+# ComfyUI listens on COMFY_PORT; COMFY_URL follows it. The configuration check below refuses a COMFY_URL
+# on another port, which would otherwise wait COMFY_READY_TIMEOUT_S for a ComfyUI that is not there.
 COMFY_PORT=${COMFY_PORT:-8188}
 COMFY_URL=${COMFY_URL:-http://127.0.0.1:${COMFY_PORT}}
 COMFY_INPUT_DIR=${COMFY_INPUT_DIR:-${COMFY_DIR}/input}
@@ -39,7 +41,7 @@ COMFY_CMD=${COMFY_CMD:-${PYTHON} -u ${COMFY_DIR}/main.py}
 DOWNLOAD_CMD=${DOWNLOAD_CMD:-${PYTHON} -u ${APP_DIR}/download_models.py}
 HANDLER_CMD=${HANDLER_CMD:-${PYTHON} -u ${APP_DIR}/handler.py}
 PREFLIGHT_CMD=${PREFLIGHT_CMD:-}
-export COMFY_URL COMFY_INPUT_DIR COMFY_OUTPUT_DIR COMFY_MODELS_DIR
+export COMFY_PORT COMFY_URL COMFY_INPUT_DIR COMFY_OUTPUT_DIR COMFY_MODELS_DIR
 
 COMFY_PID=""
 DOWNLOAD_PID=""

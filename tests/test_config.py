@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,31 @@ def test_workflow_overrides_are_every_wan_variable_but_the_tools_own() -> None:
     }
     assert Settings.from_env(env).workflow_overrides == {"WAN_STEPS": "4", "WAN_STEP": "5"}
     assert Settings.from_env(REQUIRED).workflow_overrides == {}
+
+
+def test_comfy_url_follows_comfy_port_and_a_disagreement_is_refused() -> None:
+    assert Settings.from_env({**REQUIRED, "COMFY_PORT": "9188"}).comfy_url == "http://127.0.0.1:9188"
+    same = {**REQUIRED, "COMFY_PORT": "9188", "COMFY_URL": "http://127.0.0.1:9188/"}
+    assert Settings.from_env(same).comfy_url == "http://127.0.0.1:9188"
+    with pytest.raises(WorkerError) as caught:
+        Settings.from_env({**REQUIRED, "COMFY_PORT": "9188", "COMFY_URL": "http://127.0.0.1:8188"})
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert (
+        "COMFY_URL='http://127.0.0.1:8188' (port 8188) and COMFY_PORT=9188 disagree" in caught.value.message
+    )
+    with pytest.raises(WorkerError, match=r"COMFY_URL='http://h' \(port 80\) and COMFY_PORT=8188 disagree"):
+        Settings.from_env({**REQUIRED, "COMFY_PORT": "8188", "COMFY_URL": "http://h"})  # no port: 80
+    with pytest.raises(WorkerError, match="COMFY_PORT='0': must be between 1 and 65535"):
+        Settings.from_env({**REQUIRED, "COMFY_PORT": "0"})
+    with pytest.raises(WorkerError, match="COMFY_URL='http://h:port'"):
+        Settings.from_env({**REQUIRED, "COMFY_URL": "http://h:port"})
+
+
+def test_the_model_bundle_must_name_a_repository() -> None:
+    assert Settings.from_env(REQUIRED).model_bundle_repo is None
+    bundle = Settings.from_env({**REQUIRED, "MODEL_BUNDLE_REPO": "acme/wan-bundle"})
+    assert bundle.model_bundle_repo == "acme/wan-bundle"
+    with pytest.raises(
+        WorkerError, match=re.escape("MODEL_BUNDLE_REPO='https://huggingface.co/acme/x': expected")
+    ):
+        Settings.from_env({**REQUIRED, "MODEL_BUNDLE_REPO": "https://huggingface.co/acme/x"})

@@ -396,6 +396,33 @@ def test_a_valid_configuration_passes_the_check(box: Box) -> None:
     assert box.has("handler.start")
 
 
+VALID_WORKER_ENV = {
+    "PREFLIGHT_CMD": "",
+    "MINIO_ENDPOINT": "127.0.0.1:9",
+    "MINIO_ACCESS_KEY": "key",
+    "MINIO_SECRET_KEY": "secret",
+    "MINIO_BUCKET": "media",
+    "WORKFLOW": "workflows/model_free_still.json",
+}
+
+
+def test_comfy_url_on_another_port_than_comfy_port_is_refused_before_anything_starts(box: Box) -> None:
+    # Changing only COMFY_PORT used to leave COMFY_URL on 8188: a 600-s wait for a ComfyUI not there.
+    run = box.run(APP_DIR=str(ROOT), COMFY_URL="http://127.0.0.1:8188", **VALID_WORKER_ENV)
+    assert run.code == 2, run.output
+    assert "configuration is invalid; nothing started" in run.output
+    assert f"COMFY_URL='http://127.0.0.1:8188' (port 8188) and COMFY_PORT={box.port} disagree" in run.output
+    assert not box.has("comfy.start") and not box.has("download.start")
+
+
+def test_comfy_port_alone_decides_where_comfyui_listens_and_the_worker_looks(box: Box) -> None:
+    run = box.run(APP_DIR=str(ROOT), COMFY_URL="", **VALID_WORKER_ENV)
+    assert run.code == 0, run.output
+    comfy_argv = box.event("comfy.start")["argv"]
+    assert comfy_argv[comfy_argv.index("--port") + 1] == str(box.port)
+    assert box.event("handler.start")["env"]["COMFY_URL"] == f"http://127.0.0.1:{box.port}"
+
+
 def test_a_gpu_machine_without_the_onnx_cuda_provider_stops_at_the_worker_start(box: Box) -> None:
     # The real handler: it reads ComfyUI's ONNX Runtime report once ComfyUI is up and refuses to start.
     report = {

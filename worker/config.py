@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from worker.contract import normalize_prefix
 from worker.errors import ErrorCode, WorkerError
+from worker.models import is_repo_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "wan22_animate_replace.json"
@@ -27,6 +28,7 @@ ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage")
 DEFAULT_MAX_VIDEO_DURATION_S = 30.0
 # models/manifest.json's default_variant and alternatives (a test keeps them equal).
 MODEL_VARIANTS = ("fp8", "bf16")
+DEFAULT_COMFY_PORT = 8188
 # WAN_* variables that are not workflow settings: the GPU benchmark's and the ComfyUI tests' own.
 NOT_WORKFLOW_SETTINGS = ("WAN_BENCH_", "WAN_CHUNKS_TEST_", "WAN_SAM2_PACK", "WAN_WAP_PACK")
 
@@ -68,6 +70,7 @@ class Settings:
     # Behaviour
     attention_backend: str  # applied inside ComfyUI by comfyui_nodes/wan_worker_attention; checked here
     model_variant: str  # the manifest variant download_models.py installs; model names are checked against it
+    model_bundle_repo: str | None  # read by download_models.py at start; checked here with everything else
     progress_interval_s: float
     work_dir: Path
     gpu_prices_per_s: tuple[tuple[str, float], ...]  # (GPU name, USD/s) before worker/cost.py's table
@@ -92,7 +95,7 @@ class Settings:
             presigned_url_expiry_s=reader.optional(
                 "PRESIGNED_URL_EXPIRY_S", _int_between(60, 7 * 24 * 3600), 3600
             ),
-            comfy_url=reader.optional("COMFY_URL", _http_url, "http://127.0.0.1:8188"),
+            comfy_url=_comfy_url(reader),
             comfy_input_dir=reader.optional("COMFY_INPUT_DIR", _existing_dir, None),
             comfy_output_dir=reader.optional("COMFY_OUTPUT_DIR", _existing_dir, None),
             workflow=reader.optional("WORKFLOW", _workflow_path, DEFAULT_WORKFLOW),
@@ -114,6 +117,7 @@ class Settings:
             chunk_windows=reader.optional("CHUNK_WINDOWS", _int_between(0, 1000), None),
             attention_backend=reader.optional("ATTENTION_BACKEND", _one_of(ATTENTION_BACKENDS), "auto"),
             model_variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
+            model_bundle_repo=reader.optional("MODEL_BUNDLE_REPO", _repo_id, None),
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
             gpu_prices_per_s=reader.optional("GPU_PRICES_PER_S", _gpu_prices, ()),
@@ -268,6 +272,7 @@ def _http_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an http(s) URL such as http://127.0.0.1:8188")
+    _ = parts.port  # a port that is not a number raises ValueError here
     return raw.rstrip("/")
 
 
@@ -276,6 +281,29 @@ def _existing_file(raw: str) -> Path:
     if not path.is_file():
         raise ValueError("not an existing file")
     return path
+
+
+def _comfy_url(reader: _Reader) -> str:
+    """COMFY_PORT is where entrypoint.sh starts ComfyUI and COMFY_URL follows it; a URL naming another
+    port would make the start wait COMFY_READY_TIMEOUT_S for a ComfyUI that is not there."""
+    port = reader.optional("COMFY_PORT", _int_between(1, 65535), None)
+    url = reader.optional("COMFY_URL", _http_url, None)
+    if url is None:
+        return f"http://127.0.0.1:{port or DEFAULT_COMFY_PORT}"
+    parts = urlsplit(url)
+    url_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if port is not None and url_port != port:
+        reader.problems.append(
+            f"COMFY_URL={url!r} (port {url_port}) and COMFY_PORT={port} disagree: ComfyUI listens on "
+            "COMFY_PORT. Set only COMFY_PORT (COMFY_URL follows it), or make both name the same port"
+        )
+    return url
+
+
+def _repo_id(raw: str) -> str:
+    if not is_repo_id(raw):
+        raise ValueError("expected a Hugging Face repository id, ORG/NAME")
+    return raw
 
 
 def _existing_dir(raw: str) -> Path:
