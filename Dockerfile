@@ -1,21 +1,25 @@
 # syntax=docker/dockerfile:1.7
 # The Wan2.2 Animate worker: a pinned ComfyUI with its custom node packs, and the RunPod handler beside it.
-# No model weights: download_models.py fetches them at cold start (see docs/deploy.md).
-# Layers go from what changes least to what changes most; a change to the worker's code rebuilds
-# only the last, small layers.
+# No model weights: download_models.py puts them in place at cold start (see docs/deploy.md).
+# Layers go from what changes least to what changes most: the build's inputs (pins, requirements, the build
+# helper) first and by meaning only, this repository's ComfyUI nodes next, the worker's code last.
 ARG BASE_IMAGE=runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404
+
+# The build's inputs without their comments (install_custom_nodes.py normalize). The clone and install
+# layers below copy these, so a comment change re-runs this small stage and nothing after it.
+FROM ${BASE_IMAGE} AS inputs
+COPY docker/install_custom_nodes.py docker/custom_nodes.txt docker/constraints.txt requirements.txt /src/
+RUN python /src/install_custom_nodes.py normalize /src /inputs
+
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# PIP_BREAK_SYSTEM_PACKAGES: the packages go into the base image's Python, beside its torch (Ubuntu 24.04
-# marks system Pythons as externally managed).
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore \
-    PIP_BREAK_SYSTEM_PACKAGES=1
+    PIP_ROOT_USER_ACTION=ignore
 
 # System tools: ffmpeg (media checks, VideoHelperSuite), git (pinned clones), curl (readiness probe).
 # Not pinned by version: Ubuntu's archive drops superseded versions; the base image pins the release.
@@ -25,25 +29,37 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && ffmpeg -hide_banner -version | head -n 1
 
-WORKDIR /opt/build
-COPY docker/install_custom_nodes.py ./
+# Every package goes into a virtual environment over the base image's Python (--system-site-packages):
+# the base's torch and CUDA libraries are used as they are, and nothing apt owns is touched. Installing
+# into the system Python would have to upgrade apt's cryptography, requests and urllib3 (runpod 1.12 needs
+# newer ones), which pip cannot uninstall (no RECORD file): the build would stop. In the environment the
+# newer versions shadow apt's (tests/test_image_python.py reproduces both). PIP_BREAK_SYSTEM_PACKAGES=0
+# undoes the base image's 1, so anything that still aimed at the system Python would fail loudly.
+RUN python -m venv --system-site-packages /opt/venv
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:${PATH} \
+    PIP_BREAK_SYSTEM_PACKAGES=0
 
-# ComfyUI at a pinned commit (0.33.0 + 13 commits; shared/comfyui/STACK.md §1). Before anything is
-# installed, remember the base image's torch family and `pip check` so the build can prove they survive.
+WORKDIR /opt/build
+COPY --from=inputs /inputs/install_custom_nodes.py ./
+
+# ComfyUI at a pinned commit (0.33.0 + 40 commits: release commit 2f35f4a0 is its 40th ancestor;
+# shared/comfyui/STACK.md §1). Before anything is installed, remember the base image's torch family and
+# `pip check` so the build can prove they survive.
 ARG COMFYUI_REPO=https://github.com/Comfy-Org/ComfyUI
 ARG COMFYUI_COMMIT=783545f689a0af730065994b46b382ae24844c99
 RUN python install_custom_nodes.py snapshot /opt/build/base \
     && python install_custom_nodes.py clone "${COMFYUI_REPO}" "${COMFYUI_COMMIT}" /comfyui
 
 # The custom node packs, each at its pinned commit (the one list: docker/custom_nodes.txt).
-COPY docker/custom_nodes.txt ./
+COPY --from=inputs /inputs/custom_nodes.txt ./
 RUN python install_custom_nodes.py clone-list custom_nodes.txt /comfyui/custom_nodes
 
 # One resolver run for ComfyUI, the packs and the worker, under the constraints; then the checks:
 # torch family unchanged, a single OpenCV wheel, onnxruntime-gpu with CUDA, no new `pip check` problem.
 # SAGEATTENTION_VERSION (empty: not installed) adds the package behind ENABLE_SAGE_ATTENTION=1.
 ARG SAGEATTENTION_VERSION=""
-COPY docker/constraints.txt requirements.txt ./
+COPY --from=inputs /inputs/constraints.txt /inputs/requirements.txt ./
 RUN python install_custom_nodes.py requirements --comfy-dir /comfyui --nodes-list custom_nodes.txt \
         --nodes-dir /comfyui/custom_nodes --out stack-requirements.txt \
     && python -m pip install -c constraints.txt -c base/base-constraints.txt \
@@ -59,11 +75,12 @@ RUN python /comfyui/main.py --quick-test-for-ci --cpu --disable-auto-launch 2>&1
     && rm -rf /tmp/comfy-import.log /comfyui/user /comfyui/temp
 
 # Where things are; the worker and the entrypoint read these (docs/deploy.md lists every variable).
-# HF_*: keep Hugging Face's cache on the container disk (the base image points it at /runpod-volume).
+# COMFY_URL is not set: it follows COMFY_PORT (entrypoint.sh, worker/config.py).
+# HF_*: keep Hugging Face's cache on the container disk (the base image sets HF_HOME to
+# /workspace/.cache/huggingface/); RunPod's cached models are read from /runpod-volume/huggingface-cache.
 ENV APP_DIR=/app \
     COMFY_DIR=/comfyui \
     COMFY_PORT=8188 \
-    COMFY_URL=http://127.0.0.1:8188 \
     COMFY_INPUT_DIR=/comfyui/input \
     COMFY_OUTPUT_DIR=/comfyui/output \
     COMFY_MODELS_DIR=/comfyui/models \

@@ -1,8 +1,12 @@
 """Build helper of the worker image: ComfyUI and its custom node packs at pinned commits, one set of
 Python requirements for all of them, and the checks that make the build fail loudly.
 
-Runs inside the Dockerfile with the base image's Python (standard library only). Subcommands:
+Runs inside the Dockerfile with the Python of the image's virtual environment, which is layered over the
+base image's (standard library only). Subcommands:
 
+    normalize SRC_DIR OUT_DIR         the build's inputs without comments and blank lines (Python files
+                                      re-printed from their syntax tree), so that the expensive layers
+                                      built from them stay cached when only a comment changed
     clone URL COMMIT DEST             shallow-fetch exactly COMMIT of URL into DEST (empty or absent)
     clone-list LIST DEST_DIR          the same for every pack of docker/custom_nodes.txt
     requirements --comfy-dir D --nodes-list LIST --nodes-dir D --out FILE
@@ -11,7 +15,8 @@ Runs inside the Dockerfile with the base image's Python (standard library only).
     snapshot DIR                      before installing: pins of the base image's torch family
                                       (DIR/base-constraints.txt) and its `pip check` (DIR/pip-check.txt)
     check-python DIR                  after installing: torch family unchanged, one OpenCV wheel, the
-                                      GPU ONNX Runtime with CUDA, no new `pip check` problem
+                                      GPU ONNX Runtime with CUDA, no new `pip check` problem; lists the
+                                      base image's packages the environment shadows with other versions
     check-imports LOG CUSTOM_NODES_DIR
                                       every folder of CUSTOM_NODES_DIR imported in ComfyUI's start log
 """
@@ -19,6 +24,7 @@ Runs inside the Dockerfile with the base image's Python (standard library only).
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata
 import re
 import subprocess
@@ -200,12 +206,24 @@ def snapshot(out_dir: Path) -> None:
 
 
 def installed_distributions() -> dict[str, str]:
+    """name -> the version Python imports: the first on sys.path, which in the image's virtual environment
+    is the environment's own over the base image's (the venv shadows what it upgraded, e.g. apt's)."""
     found: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found[normalize(name)] = dist.version
+            found.setdefault(normalize(name), dist.version)
     return found
+
+
+def shadowed_distributions() -> list[str]:
+    """'name base-version -> version' for every package installed twice (venv and base), first one wins."""
+    versions: dict[str, list[str]] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            versions.setdefault(normalize(name), []).append(dist.version)
+    return [f"{name} {found[-1]} -> {found[0]}" for name, found in sorted(versions.items()) if len(found) > 1]
 
 
 def python_problems(
@@ -245,6 +263,31 @@ def check_python(snapshot_dir: Path) -> None:
     print(
         "Python environment check passed: torch family unchanged, one OpenCV wheel, onnxruntime-gpu with CUDA"
     )
+    shadowed = shadowed_distributions()
+    print("base image packages the environment shadows: " + (", ".join(shadowed) or "none"))
+
+
+def _without_comments(text: str) -> str:
+    lines = (" ".join(raw.split("#", 1)[0].split()) for raw in text.splitlines())
+    return "".join(line + "\n" for line in lines if line)
+
+
+def normalize_inputs(src_dir: Path, out_dir: Path) -> list[Path]:
+    """Every file of ``src_dir`` as ``out_dir/<name>``, its comments and layout removed: a Python file
+    re-printed from its syntax tree (docstrings stay), a list file (requirements, constraints, packs)
+    without comments and blank lines. Same meaning in, same bytes out."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(p for p in src_dir.iterdir() if p.is_file()):
+        text = path.read_text()
+        normal = (
+            ast.unparse(ast.parse(text, str(path))) + "\n"
+            if path.suffix == ".py"
+            else _without_comments(text)
+        )
+        (out_dir / path.name).write_text(normal)
+        written.append(out_dir / path.name)
+    return written
 
 
 def import_problems(log_text: str, folders: Iterable[str]) -> list[str]:
@@ -311,6 +354,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = sub.add_parser("check-imports")
     p.add_argument("log", type=Path)
     p.add_argument("custom_nodes_dir", type=Path)
+    p = sub.add_parser("normalize")
+    p.add_argument("src_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
     return parser.parse_args(argv)
 
 
@@ -330,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             snapshot(args.dir)
         elif args.command == "check-python":
             check_python(args.dir)
+        elif args.command == "normalize":
+            for path in normalize_inputs(args.src_dir, args.out_dir):
+                print(f"{path}: {path.stat().st_size} bytes")
         else:
             check_imports(args.log, args.custom_nodes_dir)
     except BuildError as exc:

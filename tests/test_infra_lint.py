@@ -285,10 +285,11 @@ def test_check_imports_command_reads_the_custom_nodes_folder(
 
 
 def _copy_sources(dockerfile: str) -> list[str]:
+    """What the Dockerfile copies from the build context (not from another stage)."""
     sources = []
     for line in dockerfile.splitlines():
         words = line.split()
-        if words[:1] == ["COPY"]:
+        if words[:1] == ["COPY"] and not any(w.startswith("--from=") for w in words):
             args = [w for w in words[1:] if not w.startswith("--")]
             sources.extend(args[:-1])
     return sources
@@ -304,3 +305,91 @@ def test_the_build_context_lets_through_exactly_what_the_dockerfile_copies() -> 
     assert sources == allowed
     missing = sorted(source for source in sources if not (ROOT / source).exists())
     assert not missing, f"the Dockerfile copies paths this repository lacks: {missing}"
+
+
+# ---------------------------------------------------------------------------------- layers and the venv
+
+
+def _instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions of the final stage, continuation lines joined, comments dropped."""
+    joined, current = [], ""
+    for raw in dockerfile.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        current = f"{current} {line.rstrip(chr(92)).strip()}".strip()
+        if not line.endswith("\\"):
+            joined.append(current)
+            current = ""
+    last_from = max(i for i, line in enumerate(joined) if line.startswith("FROM "))
+    return joined[last_from:]
+
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+FINAL = _instructions(DOCKERFILE)
+
+
+def _index(predicate) -> list[int]:
+    return [i for i, line in enumerate(FINAL) if predicate(line)]
+
+
+def test_the_expensive_layers_are_built_from_comment_free_inputs_and_the_app_comes_last() -> None:
+    expensive = _index(lambda line: line.startswith("RUN ") and ("clone" in line or "pip install" in line))
+    assert expensive, "no clone or install step found"
+    copies_before = [FINAL[i] for i in range(expensive[-1]) if FINAL[i].startswith("COPY ")]
+    assert copies_before and all("--from=inputs /inputs/" in line for line in copies_before), copies_before
+    app = _index(
+        lambda line: line.startswith("COPY ") and "--from=" not in line and "comfyui_nodes" not in line
+    )
+    import_check = _index(lambda line: "check-imports" in line)[0]
+    assert app and min(app) > import_check, "the worker's code must be copied after every expensive layer"
+    assert "RUN python /src/install_custom_nodes.py normalize /src /inputs" in DOCKERFILE
+
+
+def test_packages_go_into_a_venv_over_the_base_python_never_into_the_system_python() -> None:
+    venv = _index(lambda line: line == "RUN python -m venv --system-site-packages /opt/venv")
+    path = _index(lambda line: line.startswith("ENV ") and "PATH=/opt/venv/bin:${PATH}" in line)
+    pip = _index(lambda line: "pip install" in line or "install_custom_nodes.py" in line)
+    assert venv and path and pip
+    assert venv[0] < path[0] < min(pip), "the venv comes first on PATH before anything runs pip"
+    assert "PIP_BREAK_SYSTEM_PACKAGES=0" in FINAL[path[0]]
+    assert not any("COMFY_URL=" in line for line in FINAL if line.startswith("ENV ")), "COMFY_PORT decides"
+
+
+# ----------------------------------------------------------------------------------------- normalize
+
+
+def _inputs(folder: Path, helper: str, pins: str) -> Path:
+    folder.mkdir()
+    (folder / "install_custom_nodes.py").write_text(helper)
+    (folder / "custom_nodes.txt").write_text(pins)
+    (folder / "requirements.txt").write_text("runpod==1.12.0\n")
+    return folder
+
+
+def test_a_comment_change_leaves_the_normalized_inputs_byte_identical(tmp_path: Path) -> None:
+    helper = (ROOT / "docker" / "install_custom_nodes.py").read_text()
+    pins = (ROOT / "docker" / "custom_nodes.txt").read_text()
+    commented = helper.replace("def clone(", "# a new comment\ndef clone(") + "\n# trailing\n"
+    first = _inputs(tmp_path / "a", helper, pins)
+    second = _inputs(tmp_path / "b", commented, "# new header comment\n\n" + pins.replace("  ", "    "))
+    changed = _inputs(tmp_path / "c", helper, pins.replace("4ee72c06", "5ee72c06"))
+
+    out = {
+        name: icn.normalize_inputs(folder, tmp_path / f"out-{name}")
+        for name, folder in (("a", first), ("b", second), ("c", changed))
+    }
+
+    read = {name: {p.name: p.read_bytes() for p in paths} for name, paths in out.items()}
+    assert read["a"] == read["b"]
+    assert read["a"]["custom_nodes.txt"] != read["c"]["custom_nodes.txt"]
+    normalized = tmp_path / "out-a"
+    assert icn.read_pack_list(normalized / "custom_nodes.txt") == icn.read_pack_list(
+        first / "custom_nodes.txt"
+    )
+    helper_help = subprocess.run(
+        [sys.executable, str(normalized / "install_custom_nodes.py"), "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert helper_help.returncode == 0 and "normalize SRC_DIR OUT_DIR" in helper_help.stdout
