@@ -393,3 +393,25 @@ def test_a_comment_change_leaves_the_normalized_inputs_byte_identical(tmp_path: 
         text=True,
     )
     assert helper_help.returncode == 0 and "normalize SRC_DIR OUT_DIR" in helper_help.stdout
+
+
+# --------------------------------------------------------------------------------------------- CI
+
+
+def test_every_action_is_pinned_by_commit_with_its_release_in_a_comment() -> None:
+    uses = []
+    for workflow in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        uses += [
+            line.strip()
+            for line in workflow.read_text().splitlines()
+            if line.strip().startswith(("- uses:", "uses:"))
+        ]
+    assert uses
+    for line in uses:
+        assert re.fullmatch(r"(- )?uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", line), line
+
+
+def test_ci_runs_the_tests_on_the_images_python() -> None:
+    for workflow in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        versions = re.findall(r'python-version: "([\d.]+)"', workflow.read_text())
+        assert versions and set(versions) == {"3.12"}, workflow.name
