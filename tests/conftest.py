@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.s3",
     "tests.support.comfy",
     "tests.support.media",
+    "tests.support.model_setup",
 ]

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,18 +29,6 @@ from tests.support.model_setup import (
 from worker import models
 
 
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as fake:
-        yield fake
-
-
-@pytest.fixture
-def setup(hub: FakeHub, tmp_path: Path) -> Setup:
-    """A fake repo with three files at one commit, a manifest pinning that commit, empty models dir."""
-    return Setup(hub, tmp_path)
-
-
 def cdn_gets(hub: FakeHub, path: str) -> list:
     return hub.requests_for(path, method="GET", server="cdn")
 
@@ -49,21 +36,25 @@ def cdn_gets(hub: FakeHub, path: str) -> list:
 # ------------------------------------------------------------------------------------------- install
 
 
-def test_downloads_every_file_at_the_pinned_revision(setup: Setup) -> None:
-    done = setup.run()
+def test_downloads_every_file_at_the_pinned_revision(model_setup: Setup) -> None:
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
-    assert setup.installed("diffusion_models", "unet.safetensors").read_bytes() == UNET
-    assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
-    assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA
-    heads = setup.hub.requests_for("weights/unet.safetensors", method="HEAD", server="hub")
-    assert {h.revision for h in heads} == {setup.commit}
+    assert model_setup.installed("diffusion_models", "unet.safetensors").read_bytes() == UNET
+    assert model_setup.installed("vae", "vae.safetensors").read_bytes() == VAE
+    assert model_setup.installed("loras", "lora.safetensors").read_bytes() == LORA
+    heads = model_setup.hub.requests_for("weights/unet.safetensors", method="HEAD", server="hub")
+    assert {h.revision for h in heads} == {model_setup.commit}
     assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1:3] == ["downloaded", str(len(UNET))]
     assert "RESULT ok: 3 files (0 installed, 0 bundle-cache, 0 upstream-cache, 3 downloaded)" in done.stdout
     ready = [line for line in done.stdout.splitlines() if line.startswith("[ready] ")]
-    assert len(ready) == 3 and all(f"downloaded from {REPO}@{setup.commit[:12]}" in line for line in ready)
+    assert len(ready) == 3 and all(
+        f"downloaded from {REPO}@{model_setup.commit[:12]}" in line for line in ready
+    )
     # nothing left behind but the installed files and the hash record
-    leftovers = sorted(p.relative_to(setup.models).as_posix() for p in setup.models.rglob("*") if p.is_file())
+    leftovers = sorted(
+        p.relative_to(model_setup.models).as_posix() for p in model_setup.models.rglob("*") if p.is_file()
+    )
     assert leftovers == [
         ".download_models/verified.json",
         "diffusion_models/unet.safetensors",
@@ -72,108 +63,110 @@ def test_downloads_every_file_at_the_pinned_revision(setup: Setup) -> None:
     ]
 
 
-def test_requests_name_the_pinned_commit_not_a_branch(setup: Setup, hub: FakeHub) -> None:
+def test_requests_name_the_pinned_commit_not_a_branch(model_setup: Setup, hub: FakeHub) -> None:
     hub.commit(REPO, {"weights/unet.safetensors": b"a newer main"})  # main moves on; the pin must not
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
-    assert setup.installed("diffusion_models", "unet.safetensors").read_bytes() == UNET
-    assert {r.revision for r in setup.hub.requests_for("weights/unet.safetensors")} == {setup.commit}
+    assert model_setup.installed("diffusion_models", "unet.safetensors").read_bytes() == UNET
+    assert {r.revision for r in model_setup.hub.requests_for("weights/unet.safetensors")} == {
+        model_setup.commit
+    }
 
 
-def test_second_run_skips_present_files_without_contacting_the_hub(setup: Setup) -> None:
-    assert setup.run().returncode == 0
-    setup.hub.clear_requests()
+def test_second_run_skips_present_files_without_contacting_the_hub(model_setup: Setup) -> None:
+    assert model_setup.run().returncode == 0
+    model_setup.hub.clear_requests()
 
-    again = setup.run()
+    again = model_setup.run()
 
     assert again.returncode == 0, again.stderr
-    assert setup.hub.requests == []
+    assert model_setup.hub.requests == []
     assert table_row(again.stdout, "vae/vae.safetensors")[1] == "installed"
     assert "RESULT ok: 3 files (3 installed, 0 bundle-cache, 0 upstream-cache, 0 downloaded)" in again.stdout
     assert "[ready] +" in again.stdout and "vae/vae.safetensors: already installed (verified)" in again.stdout
 
 
-def test_dropped_connection_resumes_with_a_range_request(setup: Setup, hub: FakeHub) -> None:
+def test_dropped_connection_resumes_with_a_range_request(model_setup: Setup, hub: FakeHub) -> None:
     # huggingface_hub writes in 10 MiB chunks: the file must outgrow one so the partial body reaches disk.
     big = os.urandom(12 * 1024 * 1024)
     commit = hub.commit(REPO, {"weights/big.safetensors": big}, ref=None)
-    setup.manifest["files"].append(
+    model_setup.manifest["files"].append(
         entry("big", "diffusion_models", "big.safetensors", "weights/big.safetensors", big, commit)
     )
     hub.inject("weights/big.safetensors", ("drop", 11 * 1024 * 1024))
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
     gets = cdn_gets(hub, "weights/big.safetensors")
     assert len(gets) == 2
     assert "range" not in gets[0].headers
     assert gets[1].headers["range"] == f"bytes={10 * 1024 * 1024}-"
-    assert setup.installed("diffusion_models", "big.safetensors").read_bytes() == big
+    assert model_setup.installed("diffusion_models", "big.safetensors").read_bytes() == big
 
 
-def test_transient_server_error_is_retried(setup: Setup) -> None:
-    setup.hub.inject("vae/vae.safetensors", "500")
+def test_transient_server_error_is_retried(model_setup: Setup) -> None:
+    model_setup.hub.inject("vae/vae.safetensors", "500")
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
-    assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 2
+    assert len(cdn_gets(model_setup.hub, "vae/vae.safetensors")) == 2
     assert "[retry] vae/vae.safetensors: attempt 1 of 5 failed" in done.stderr
-    assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
+    assert model_setup.installed("vae", "vae.safetensors").read_bytes() == VAE
 
 
-def test_persistent_server_error_fails_after_the_retries(setup: Setup) -> None:
-    setup.hub.inject("vae/vae.safetensors", "500", "500", "500")
+def test_persistent_server_error_fails_after_the_retries(model_setup: Setup) -> None:
+    model_setup.hub.inject("vae/vae.safetensors", "500", "500", "500")
 
-    done = setup.run("--retries", "2")
+    done = model_setup.run("--retries", "2")
 
     assert done.returncode == 1
-    assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 3
+    assert len(cdn_gets(model_setup.hub, "vae/vae.safetensors")) == 3
     gave_up = r"\[failed\] vae/vae.safetensors: gave up after 3 attempts in [\d.]+ s; the last: "
     assert re.search(gave_up, done.stderr), done.stderr
-    assert not setup.installed("vae", "vae.safetensors").exists()
-    assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA  # the others still install
+    assert not model_setup.installed("vae", "vae.safetensors").exists()
+    assert model_setup.installed("loras", "lora.safetensors").read_bytes() == LORA  # the others still install
 
 
-def test_file_missing_on_the_hub_fails_naming_it(setup: Setup) -> None:
-    setup.manifest["files"][2]["path"] = "loras/renamed_upstream.safetensors"
+def test_file_missing_on_the_hub_fails_naming_it(model_setup: Setup) -> None:
+    model_setup.manifest["files"][2]["path"] = "loras/renamed_upstream.safetensors"
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 1
     assert "[failed] loras/lora.safetensors: not found on the Hub" in done.stderr
     assert "loras/renamed_upstream.safetensors (404)" in done.stderr
     assert (
-        len(setup.hub.requests_for("loras/renamed_upstream.safetensors", method="HEAD")) == 1
+        len(model_setup.hub.requests_for("loras/renamed_upstream.safetensors", method="HEAD")) == 1
     )  # not retried
-    assert setup.installed("vae", "vae.safetensors").exists()
+    assert model_setup.installed("vae", "vae.safetensors").exists()
 
 
-def test_corrupt_file_of_the_right_size_is_downloaded_again(setup: Setup) -> None:
-    bad = setup.installed("vae", "vae.safetensors")
+def test_corrupt_file_of_the_right_size_is_downloaded_again(model_setup: Setup) -> None:
+    bad = model_setup.installed("vae", "vae.safetensors")
     bad.parent.mkdir(parents=True)
     bad.write_bytes(bytes(len(VAE)))  # right size, wrong bytes
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
     assert bad.read_bytes() == VAE
-    assert len(cdn_gets(setup.hub, "vae/vae.safetensors")) == 1
+    assert len(cdn_gets(model_setup.hub, "vae/vae.safetensors")) == 1
     plan_line = table_lines(done.stdout, "vae/vae.safetensors")[0]
     assert "download" in plan_line and "sha256" in plan_line  # the plan names the mismatch
 
 
-def test_download_with_wrong_sha256_in_manifest_is_not_installed(setup: Setup) -> None:
-    setup.manifest["files"][1]["sha256"] = "0" * 64
+def test_download_with_wrong_sha256_in_manifest_is_not_installed(model_setup: Setup) -> None:
+    model_setup.manifest["files"][1]["sha256"] = "0" * 64
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 1
     assert "vae/vae.safetensors: sha256 of the download is" in done.stderr
-    assert not setup.installed("vae", "vae.safetensors").exists()
+    assert not model_setup.installed("vae", "vae.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------- a Hub that fails
@@ -183,8 +176,8 @@ def _lines(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
 
-def test_a_refusing_hub_fails_every_download_once_with_the_reason(setup: Setup) -> None:
-    done = setup.run("--retries", "2", endpoint=refusing_endpoint())
+def test_a_refusing_hub_fails_every_download_once_with_the_reason(model_setup: Setup) -> None:
+    done = model_setup.run("--retries", "2", endpoint=refusing_endpoint())
 
     assert done.returncode == 1
     failed = _lines(done.stderr, "[failed]")
@@ -196,34 +189,36 @@ def test_a_refusing_hub_fails_every_download_once_with_the_reason(setup: Setup) 
     assert len(_lines(done.stderr, "[retry]")) == 2  # the preflight's, not one per file
     assert "Retrying in" not in done.stderr  # huggingface_hub did not retry on its own
     assert _lines(done.stdout, "[download]") == [] and _lines(done.stdout, "[total]") == []
-    assert not setup.installed("vae", "vae.safetensors").exists()
+    assert not model_setup.installed("vae", "vae.safetensors").exists()
 
 
-def test_retries_are_ours_alone_a_failing_hub_gets_retries_plus_one_requests(setup: Setup) -> None:
-    setup.hub.inject_resolve("weights/unet.safetensors", *["503"] * 10)
+def test_retries_are_ours_alone_a_failing_hub_gets_retries_plus_one_requests(model_setup: Setup) -> None:
+    model_setup.hub.inject_resolve("weights/unet.safetensors", *["503"] * 10)
 
-    done = setup.run("--retries", "2")
+    done = model_setup.run("--retries", "2")
 
     assert done.returncode == 1
-    assert len(setup.hub.requests_for("weights/unet.safetensors", method="HEAD")) == 3
-    assert cdn_gets(setup.hub, "vae/vae.safetensors") == []  # nothing started once the Hub was found down
+    assert len(model_setup.hub.requests_for("weights/unet.safetensors", method="HEAD")) == 3
+    assert (
+        cdn_gets(model_setup.hub, "vae/vae.safetensors") == []
+    )  # nothing started once the Hub was found down
     assert len(_lines(done.stderr, "[failed]")) == 1
 
 
-def test_a_transient_error_of_one_file_costs_one_more_request(setup: Setup) -> None:
-    setup.hub.inject_resolve("vae/vae.safetensors", "503")
+def test_a_transient_error_of_one_file_costs_one_more_request(model_setup: Setup) -> None:
+    model_setup.hub.inject_resolve("vae/vae.safetensors", "503")
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
-    assert len(setup.hub.requests_for("vae/vae.safetensors", method="HEAD")) == 2
-    assert setup.installed("vae", "vae.safetensors").read_bytes() == VAE
+    assert len(model_setup.hub.requests_for("vae/vae.safetensors", method="HEAD")) == 2
+    assert model_setup.installed("vae", "vae.safetensors").read_bytes() == VAE
 
 
-def test_a_hanging_hub_is_given_up_within_the_configured_bound(setup: Setup) -> None:
+def test_a_hanging_hub_is_given_up_within_the_configured_bound(model_setup: Setup) -> None:
     with SilentServer() as silent:
         started = time.monotonic()
-        done = setup.run("--retries", "1", "--timeout", "1", endpoint=silent.endpoint)
+        done = model_setup.run("--retries", "1", "--timeout", "1", endpoint=silent.endpoint)
         seconds = time.monotonic() - started
         connections = silent.connections
 
@@ -256,137 +251,139 @@ def test_progress_counts_only_the_bytes_of_the_file_and_says_when_none_arrived(
 # ------------------------------------------------------------------------------------------ the cache
 
 
-def test_cached_file_at_the_pinned_revision_is_linked_not_downloaded(setup: Setup) -> None:
-    cached = make_cache_file(setup.cache, REPO, setup.commit, "weights/unet.safetensors", UNET)
+def test_cached_file_at_the_pinned_revision_is_linked_not_downloaded(model_setup: Setup) -> None:
+    cached = make_cache_file(model_setup.cache, REPO, model_setup.commit, "weights/unet.safetensors", UNET)
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 0, done.stderr
-    target = setup.installed("diffusion_models", "unet.safetensors")
+    target = model_setup.installed("diffusion_models", "unet.safetensors")
     assert target.is_symlink() and Path(os.readlink(target)) == cached
     assert target.read_bytes() == UNET
-    assert setup.hub.requests_for("weights/unet.safetensors") == []
+    assert model_setup.hub.requests_for("weights/unet.safetensors") == []
     assert table_row(done.stdout, "diffusion_models/unet.safetensors")[1] == "upstream-cache"
-    linked = f"diffusion_models/unet.safetensors: upstream cache {REPO}@{setup.commit[:12]}, linked"
+    linked = f"diffusion_models/unet.safetensors: upstream cache {REPO}@{model_setup.commit[:12]}, linked"
     assert linked in done.stdout
 
 
-def test_cache_of_another_revision_is_reported_and_not_used(setup: Setup) -> None:
-    make_cache_file(setup.cache, REPO, "f" * 40, "weights/unet.safetensors", b"old weights")
+def test_cache_of_another_revision_is_reported_and_not_used(model_setup: Setup) -> None:
+    make_cache_file(model_setup.cache, REPO, "f" * 40, "weights/unet.safetensors", b"old weights")
 
-    plan = setup.run("--dry-run")
+    plan = model_setup.run("--dry-run")
 
     assert plan.returncode == 0, plan.stderr
     plan_line = table_lines(plan.stdout, "diffusion_models/unet.safetensors")[0]
     assert "download" in plan_line and "cache has other revision ffffffffffff" in plan_line
-    done = setup.run()
+    done = model_setup.run()
     assert done.returncode == 0, done.stderr
-    target = setup.installed("diffusion_models", "unet.safetensors")
+    target = model_setup.installed("diffusion_models", "unet.safetensors")
     assert not target.is_symlink() and target.read_bytes() == UNET
 
 
 # ------------------------------------------------------------------------------------- refusals, modes
 
 
-def test_not_enough_disk_space_is_refused_before_any_request(setup: Setup) -> None:
-    setup.manifest["files"][0].update(size=None, sha256=None, size_estimate=10**18)
+def test_not_enough_disk_space_is_refused_before_any_request(model_setup: Setup) -> None:
+    model_setup.manifest["files"][0].update(size=None, sha256=None, size_estimate=10**18)
 
-    done = setup.run()
+    done = model_setup.run()
 
     assert done.returncode == 2
     refused = r"\[refused\] not enough disk space: .* free under .*; missing \d"
     assert re.search(refused, done.stderr), done.stderr
-    assert setup.hub.requests == []
-    assert not setup.models.exists()
+    assert model_setup.hub.requests == []
+    assert not model_setup.models.exists()
 
 
-def test_min_free_bytes_is_part_of_the_disk_check(setup: Setup) -> None:
-    done = setup.run("--min-free-bytes", str(10**18))
+def test_min_free_bytes_is_part_of_the_disk_check(model_setup: Setup) -> None:
+    done = model_setup.run("--min-free-bytes", str(10**18))
 
     assert done.returncode == 2
     assert "must stay free; missing" in done.stderr
-    assert setup.hub.requests == []
+    assert model_setup.hub.requests == []
 
 
-def test_dry_run_prints_the_plan_and_changes_nothing(setup: Setup) -> None:
-    done = setup.run("--dry-run")
+def test_dry_run_prints_the_plan_and_changes_nothing(model_setup: Setup) -> None:
+    done = model_setup.run("--dry-run")
 
     assert done.returncode == 0, done.stderr
     assert table_row(done.stdout, "vae/vae.safetensors")[1:3] == ["download", str(len(VAE))]
     total = len(UNET) + len(VAE) + len(LORA)
     assert re.search(rf"\[disk\] downloads need {total / 1000:.1f} KB, .* free under .*: ok", done.stdout)
     assert "[dry-run] nothing was changed" in done.stdout
-    assert setup.hub.requests == []
-    assert not setup.models.exists()
+    assert model_setup.hub.requests == []
+    assert not model_setup.models.exists()
 
 
-def test_unpinned_entry_is_refused_unless_allowed(setup: Setup) -> None:
-    setup.manifest["files"][2].update(revision=None, todo="commit unknown", size=None, size_estimate=4096)
+def test_unpinned_entry_is_refused_unless_allowed(model_setup: Setup) -> None:
+    model_setup.manifest["files"][2].update(
+        revision=None, todo="commit unknown", size=None, size_estimate=4096
+    )
 
-    refused = setup.run()
+    refused = model_setup.run()
 
     assert refused.returncode == 2
     assert "no pinned revision for: loras/lora.safetensors" in refused.stderr
     assert "ALLOW_UNPINNED_MODELS=1" in refused.stderr
-    assert setup.hub.requests == []
-    plan = setup.run("--dry-run")
+    assert model_setup.hub.requests == []
+    plan = model_setup.run("--dry-run")
     assert plan.returncode == 0, plan.stderr  # a plan, not a refusal: it says what a run would refuse
     assert "[dry-run] a real run would refuse: no pinned revision for: loras/lora.safetensors" in plan.stdout
     assert "[disk] downloads need" in plan.stdout
 
-    allowed = setup.run(env={"ALLOW_UNPINNED_MODELS": "1"})
+    allowed = model_setup.run(env={"ALLOW_UNPINNED_MODELS": "1"})
 
     assert allowed.returncode == 0, allowed.stderr
-    assert setup.installed("loras", "lora.safetensors").read_bytes() == LORA
-    assert f"[unpinned] loras/lora.safetensors: main is {setup.commit}" in allowed.stdout
+    assert model_setup.installed("loras", "lora.safetensors").read_bytes() == LORA
+    assert f"[unpinned] loras/lora.safetensors: main is {model_setup.commit}" in allowed.stdout
 
 
-def test_bf16_variant_replaces_the_diffusion_model(setup: Setup) -> None:
-    done = setup.run(env={"MODEL_VARIANT": "bf16"})
+def test_bf16_variant_replaces_the_diffusion_model(model_setup: Setup) -> None:
+    done = model_setup.run(env={"MODEL_VARIANT": "bf16"})
 
     assert done.returncode == 0, done.stderr
-    assert setup.installed("diffusion_models", "unet_bf16.safetensors").read_bytes() == UNET_BF16
-    assert not setup.installed("diffusion_models", "unet.safetensors").exists()
-    assert setup.installed("vae", "vae.safetensors").exists()
-    printed = setup.run("--print-filename", "diffusion_model", "--variant", "bf16")
+    assert model_setup.installed("diffusion_models", "unet_bf16.safetensors").read_bytes() == UNET_BF16
+    assert not model_setup.installed("diffusion_models", "unet.safetensors").exists()
+    assert model_setup.installed("vae", "vae.safetensors").exists()
+    printed = model_setup.run("--print-filename", "diffusion_model", "--variant", "bf16")
     assert printed.stdout.strip() == "unet_bf16.safetensors"
 
 
-def test_verify_reports_a_wrong_size_and_exits_non_zero(setup: Setup) -> None:
-    assert setup.run().returncode == 0
-    assert setup.run("--verify").returncode == 0
-    with open(setup.installed("loras", "lora.safetensors"), "ab") as fh:
+def test_verify_reports_a_wrong_size_and_exits_non_zero(model_setup: Setup) -> None:
+    assert model_setup.run().returncode == 0
+    assert model_setup.run("--verify").returncode == 0
+    with open(model_setup.installed("loras", "lora.safetensors"), "ab") as fh:
         fh.write(b"tail")
 
-    done = setup.run("--verify")
+    done = model_setup.run("--verify")
 
     assert done.returncode == 1
     assert f"loras/lora.safetensors: size {len(LORA) + 4} bytes, expected {len(LORA)}" in done.stderr
     assert table_row(done.stdout, "vae/vae.safetensors")[1] == "ok"
 
 
-def test_verify_hashes_even_files_recorded_as_hashed(setup: Setup) -> None:
-    assert setup.run().returncode == 0
-    target = setup.installed("vae", "vae.safetensors")
+def test_verify_hashes_even_files_recorded_as_hashed(model_setup: Setup) -> None:
+    assert model_setup.run().returncode == 0
+    target = model_setup.installed("vae", "vae.safetensors")
     stat = target.stat()
     target.write_bytes(bytes(len(VAE)))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime as the record
 
-    done = setup.run("--verify")
+    done = model_setup.run("--verify")
 
     assert done.returncode == 1
     assert "vae/vae.safetensors: sha256" in done.stderr
 
 
-def test_check_remote_compares_manifest_with_the_hub(setup: Setup) -> None:
-    assert setup.run("--check-remote").returncode == 0
-    setup.manifest["files"][1]["size"] = len(VAE) + 1
+def test_check_remote_compares_manifest_with_the_hub(model_setup: Setup) -> None:
+    assert model_setup.run("--check-remote").returncode == 0
+    model_setup.manifest["files"][1]["size"] = len(VAE) + 1
 
-    done = setup.run("--check-remote")
+    done = model_setup.run("--check-remote")
 
     assert done.returncode == 1
     assert f"vae/vae.safetensors: size {len(VAE)} != {len(VAE) + 1}" in done.stderr
-    assert setup.hub.requests_for("vae/vae.safetensors", method="GET") == []
+    assert model_setup.hub.requests_for("vae/vae.safetensors", method="GET") == []
 
 
 # ------------------------------------------------------------------------------- the real manifest
@@ -471,9 +468,9 @@ def test_progress_reports_each_download_and_the_total(
     assert lines[1] == "[total]  50.0% 1.0 KB of 2.0 KB"
 
 
-def test_unknown_variant_or_role_is_refused(setup: Setup) -> None:
-    variant = setup.run("--dry-run", "--variant", "fp4")
-    role = setup.run("--print-filename", "upscaler")
+def test_unknown_variant_or_role_is_refused(model_setup: Setup) -> None:
+    variant = model_setup.run("--dry-run", "--variant", "fp4")
+    role = model_setup.run("--print-filename", "upscaler")
 
     assert variant.returncode == 2 and "unknown variant 'fp4'; known variants: fp8, bf16" in variant.stderr
     assert role.returncode == 2 and "no file with role 'upscaler'" in role.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,20 +33,9 @@ from worker.model_bundle import (
 from worker.models import parse_manifest
 
 
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as fake:
-        yield fake
-
-
-@pytest.fixture
-def setup(hub: FakeHub, tmp_path: Path) -> Setup:
-    return Setup(hub, tmp_path)
-
-
-def installed_from_the_hub(setup: Setup) -> None:
+def installed_from_the_hub(model_setup: Setup) -> None:
     """Phase B into the models dir: where the bundle's files come from."""
-    done = setup.run()
+    done = model_setup.run()
     assert done.returncode == 0, done.stderr
 
 
@@ -59,11 +46,11 @@ def uploads(hub: FakeHub) -> int:
 # ---------------------------------------------------------------------------------------- the bundle
 
 
-def test_bundle_uploads_the_variants_files_and_a_bundle_manifest(setup: Setup, hub: FakeHub) -> None:
-    installed_from_the_hub(setup)
+def test_bundle_uploads_the_variants_files_and_a_bundle_manifest(model_setup: Setup, hub: FakeHub) -> None:
+    installed_from_the_hub(model_setup)
     hub.clear_requests()
 
-    done = setup.bundle()
+    done = model_setup.bundle()
 
     assert done.returncode == 0, done.stderr
     files = hub.files(BUNDLE_REPO)
@@ -73,7 +60,7 @@ def test_bundle_uploads_the_variants_files_and_a_bundle_manifest(setup: Setup, h
     unet = listed["diffusion_models/unet.safetensors"]
     assert (unet.source_repo, unet.source_revision, unet.source_path) == (
         REPO,
-        setup.commit,
+        model_setup.commit,
         "weights/unet.safetensors",
     )
     assert (unet.size, unet.sha256) == (len(UNET), hashlib.sha256(UNET).hexdigest())
@@ -88,13 +75,13 @@ def test_bundle_uploads_the_variants_files_and_a_bundle_manifest(setup: Setup, h
     assert "MODEL_BUNDLE_REPO=TestOrg/wan-bundle" in done.stdout
 
 
-def test_a_second_bundle_run_uploads_nothing(setup: Setup, hub: FakeHub) -> None:
-    installed_from_the_hub(setup)
-    assert setup.bundle().returncode == 0
+def test_a_second_bundle_run_uploads_nothing(model_setup: Setup, hub: FakeHub) -> None:
+    installed_from_the_hub(model_setup)
+    assert model_setup.bundle().returncode == 0
     head = hub.head(BUNDLE_REPO)
     hub.clear_requests()
 
-    again = setup.bundle()
+    again = model_setup.bundle()
 
     assert again.returncode == 0, again.stderr
     assert "is up to date (3 files); nothing uploaded" in again.stdout
@@ -102,11 +89,13 @@ def test_a_second_bundle_run_uploads_nothing(setup: Setup, hub: FakeHub) -> None
     assert hub.head(BUNDLE_REPO) == head
 
 
-def test_an_interrupted_bundle_resumes_without_sending_the_files_again(setup: Setup, hub: FakeHub) -> None:
-    installed_from_the_hub(setup)
+def test_an_interrupted_bundle_resumes_without_sending_the_files_again(
+    model_setup: Setup, hub: FakeHub
+) -> None:
+    installed_from_the_hub(model_setup)
     hub.inject_api("commit", "500")
 
-    failed = setup.bundle()
+    failed = model_setup.bundle()
 
     assert failed.returncode == 1
     assert "nothing was committed" in failed.stderr
@@ -114,7 +103,7 @@ def test_an_interrupted_bundle_resumes_without_sending_the_files_again(setup: Se
     assert uploads(hub) == 3
     hub.clear_requests()
 
-    resumed = setup.bundle()
+    resumed = model_setup.bundle()
 
     assert resumed.returncode == 0, resumed.stderr
     assert uploads(hub) == 0  # the Hub already had every object
@@ -122,12 +111,12 @@ def test_an_interrupted_bundle_resumes_without_sending_the_files_again(setup: Se
 
 
 def test_bundle_dry_run_shows_the_uploads_and_their_total_and_writes_nothing(
-    setup: Setup, hub: FakeHub
+    model_setup: Setup, hub: FakeHub
 ) -> None:
-    installed_from_the_hub(setup)
+    installed_from_the_hub(model_setup)
     hub.clear_requests()
 
-    plan = setup.bundle("--dry-run", "--private")
+    plan = model_setup.bundle("--dry-run", "--private")
 
     assert plan.returncode == 0, plan.stderr
     assert table_row(plan.stdout, "vae/vae.safetensors")[1:3] == ["upload", str(len(VAE))]
@@ -137,8 +126,8 @@ def test_bundle_dry_run_shows_the_uploads_and_their_total_and_writes_nothing(
     assert hub.head(BUNDLE_REPO) is None
 
 
-def test_bundle_refuses_files_it_does_not_have_locally(setup: Setup, hub: FakeHub) -> None:
-    done = setup.bundle()
+def test_bundle_refuses_files_it_does_not_have_locally(model_setup: Setup, hub: FakeHub) -> None:
+    done = model_setup.bundle()
 
     assert done.returncode == 2
     assert (
@@ -146,25 +135,29 @@ def test_bundle_refuses_files_it_does_not_have_locally(setup: Setup, hub: FakeHu
     )
     assert "python download_models.py --models-dir" in done.stderr  # what to do about it
     assert hub.head(BUNDLE_REPO) is None
-    plan = setup.bundle("--dry-run")
+    plan = model_setup.bundle("--dry-run")
     assert plan.returncode == 0 and "[dry-run] a real run would refuse: not available locally" in plan.stdout
 
 
-def test_bundle_takes_files_from_the_cache_too(setup: Setup, hub: FakeHub) -> None:
+def test_bundle_takes_files_from_the_cache_too(model_setup: Setup, hub: FakeHub) -> None:
     # Only the upstream cache holds the files (symlink -> blob, as huggingface_hub lays it out).
-    snapshot_download(REPO, revision=setup.commit, cache_dir=setup.cache / "hub", endpoint=hub.endpoint)
+    snapshot_download(
+        REPO, revision=model_setup.commit, cache_dir=model_setup.cache / "hub", endpoint=hub.endpoint
+    )
 
-    done = setup.bundle()
+    done = model_setup.bundle()
 
     assert done.returncode == 0, done.stderr
     assert {path: hub.files(BUNDLE_REPO)[path] for path in FILES} == FILES
 
 
-def test_a_local_file_that_does_not_match_the_manifest_is_not_uploaded(setup: Setup, hub: FakeHub) -> None:
-    installed_from_the_hub(setup)
-    setup.installed("vae", "vae.safetensors").write_bytes(bytes(len(VAE)))  # right size, wrong bytes
+def test_a_local_file_that_does_not_match_the_manifest_is_not_uploaded(
+    model_setup: Setup, hub: FakeHub
+) -> None:
+    installed_from_the_hub(model_setup)
+    model_setup.installed("vae", "vae.safetensors").write_bytes(bytes(len(VAE)))  # right size, wrong bytes
 
-    done = setup.bundle()
+    done = model_setup.bundle()
 
     assert done.returncode == 1
     assert "vae/vae.safetensors" in done.stderr and "the manifest says" in done.stderr
@@ -173,11 +166,11 @@ def test_a_local_file_that_does_not_match_the_manifest_is_not_uploaded(setup: Se
 
 def test_a_private_bundle_needs_the_token_and_never_prints_it(tmp_path: Path) -> None:
     with FakeHub(token="hf_secret_write_token") as hub:
-        setup = Setup(hub, tmp_path)
-        installed_from_the_hub(setup)
+        model_setup = Setup(hub, tmp_path)
+        installed_from_the_hub(model_setup)
 
-        refused = setup.bundle("--private")
-        done = setup.bundle("--private", env={"HF_TOKEN": "hf_secret_write_token"})
+        refused = model_setup.bundle("--private")
+        done = model_setup.bundle("--private", env={"HF_TOKEN": "hf_secret_write_token"})
 
     assert refused.returncode == 1 and "[failed]" in refused.stderr
     assert done.returncode == 0, done.stderr
@@ -187,12 +180,14 @@ def test_a_private_bundle_needs_the_token_and_never_prints_it(tmp_path: Path) ->
         assert "hf_secret_write_token" not in run.stdout + run.stderr
 
 
-def test_bundling_another_variant_replaces_the_files_it_does_not_use(setup: Setup, hub: FakeHub) -> None:
-    installed_from_the_hub(setup)
-    assert setup.bundle().returncode == 0
-    assert setup.run("--variant", "bf16").returncode == 0
+def test_bundling_another_variant_replaces_the_files_it_does_not_use(
+    model_setup: Setup, hub: FakeHub
+) -> None:
+    installed_from_the_hub(model_setup)
+    assert model_setup.bundle().returncode == 0
+    assert model_setup.run("--variant", "bf16").returncode == 0
 
-    done = setup.bundle("--variant", "bf16")
+    done = model_setup.bundle("--variant", "bf16")
 
     assert done.returncode == 0, done.stderr
     files = hub.files(BUNDLE_REPO)
@@ -206,33 +201,33 @@ def test_bundling_another_variant_replaces_the_files_it_does_not_use(setup: Setu
 # ------------------------------------------------------------------------------- the bundle at cold start
 
 
-def bundle_in_the_cache(setup: Setup, hub: FakeHub) -> str:
+def bundle_in_the_cache(model_setup: Setup, hub: FakeHub) -> str:
     """Build the bundle, then lay it out in the RunPod cache as huggingface_hub downloads a repository."""
-    installed_from_the_hub(setup)
-    assert setup.bundle().returncode == 0
+    installed_from_the_hub(model_setup)
+    assert model_setup.bundle().returncode == 0
     head = hub.head(BUNDLE_REPO)
     assert head is not None
-    snapshot_download(BUNDLE_REPO, revision=head, cache_dir=setup.cache / "hub", endpoint=hub.endpoint)
+    snapshot_download(BUNDLE_REPO, revision=head, cache_dir=model_setup.cache / "hub", endpoint=hub.endpoint)
     hub.clear_requests()
     return head
 
 
-def cold_start(setup: Setup, models: Path, *args: str) -> tuple[int, str, str]:
-    done = setup.run("--models-dir", str(models), *args, env={"MODEL_BUNDLE_REPO": BUNDLE_REPO})
+def cold_start(model_setup: Setup, models: Path, *args: str) -> tuple[int, str, str]:
+    done = model_setup.run("--models-dir", str(models), *args, env={"MODEL_BUNDLE_REPO": BUNDLE_REPO})
     return done.returncode, done.stdout, done.stderr
 
 
 def test_a_cold_start_links_every_file_from_the_cached_bundle_and_downloads_nothing(
-    setup: Setup, hub: FakeHub, tmp_path: Path
+    model_setup: Setup, hub: FakeHub, tmp_path: Path
 ) -> None:
-    head = bundle_in_the_cache(setup, hub)
+    head = bundle_in_the_cache(model_setup, hub)
     models = tmp_path / "cold"
 
-    code, out, err = cold_start(setup, models)
+    code, out, err = cold_start(model_setup, models)
 
     assert code == 0, err
     assert hub.requests == []  # zero downloads, not even a request
-    snapshot = setup.cache / "hub" / "models--TestOrg--wan-bundle" / "snapshots" / head
+    snapshot = model_setup.cache / "hub" / "models--TestOrg--wan-bundle" / "snapshots" / head
     for relpath, content in FILES.items():
         target = models / relpath
         assert target.is_symlink() and target.resolve().parent.name == "blobs"
@@ -246,10 +241,10 @@ def test_a_cold_start_links_every_file_from_the_cached_bundle_and_downloads_noth
     assert "[check] hashing" not in out  # the blob names are the sha256
 
 
-def plain_bundle(setup: Setup, files: dict[str, bytes], listed: dict[str, bytes] | None = None) -> Path:
+def plain_bundle(model_setup: Setup, files: dict[str, bytes], listed: dict[str, bytes] | None = None) -> Path:
     """A bundle snapshot of plain files (no blobs named by sha256); bundle.json lists ``listed``."""
-    snapshot = setup.cache / "hub" / "models--TestOrg--wan-bundle" / "snapshots" / ("b" * 40)
-    manifest = parse_manifest(setup.manifest)
+    snapshot = model_setup.cache / "hub" / "models--TestOrg--wan-bundle" / "snapshots" / ("b" * 40)
+    manifest = parse_manifest(model_setup.manifest)
     entries = {f.relpath: f for f in manifest.select()}
     records = [bundle_file(entries[path], len(content)) for path, content in (listed or files).items()]
     snapshot.mkdir(parents=True)
@@ -261,13 +256,13 @@ def plain_bundle(setup: Setup, files: dict[str, bytes], listed: dict[str, bytes]
 
 
 def test_plain_bundle_files_are_hashed_once_and_remembered(
-    setup: Setup, hub: FakeHub, tmp_path: Path
+    model_setup: Setup, hub: FakeHub, tmp_path: Path
 ) -> None:
-    plain_bundle(setup, FILES)
+    plain_bundle(model_setup, FILES)
     models = tmp_path / "cold"
 
-    first = cold_start(setup, models)
-    second = cold_start(setup, models)
+    first = cold_start(model_setup, models)
+    second = cold_start(model_setup, models)
 
     assert first[0] == 0, first[2]
     assert first[1].count("[check] hashing") == 3
@@ -279,12 +274,12 @@ def test_plain_bundle_files_are_hashed_once_and_remembered(
 
 
 def test_a_bundle_file_with_other_bytes_is_downloaded_from_upstream_instead(
-    setup: Setup, hub: FakeHub, tmp_path: Path
+    model_setup: Setup, hub: FakeHub, tmp_path: Path
 ) -> None:
-    plain_bundle(setup, {**FILES, "vae/vae.safetensors": bytes(len(VAE))})  # right size, wrong bytes
+    plain_bundle(model_setup, {**FILES, "vae/vae.safetensors": bytes(len(VAE))})  # right size, wrong bytes
     models = tmp_path / "cold"
 
-    code, out, err = cold_start(setup, models)
+    code, out, err = cold_start(model_setup, models)
 
     assert code == 0, err
     assert (models / "vae" / "vae.safetensors").read_bytes() == VAE
@@ -296,21 +291,23 @@ def test_a_bundle_file_with_other_bytes_is_downloaded_from_upstream_instead(
 
 
 def test_files_the_bundle_lacks_or_holds_in_another_version_come_from_the_hub(
-    setup: Setup, hub: FakeHub, tmp_path: Path
+    model_setup: Setup, hub: FakeHub, tmp_path: Path
 ) -> None:
     other = bytes(len(LORA))
     plain_bundle(
-        setup,
+        model_setup,
         {"diffusion_models/unet.safetensors": UNET, "loras/lora.safetensors": other},
         listed={"diffusion_models/unet.safetensors": UNET, "loras/lora.safetensors": LORA},
     )
-    listed = setup.cache / "hub" / "models--TestOrg--wan-bundle" / "snapshots" / ("b" * 40) / BUNDLE_MANIFEST
+    listed = (
+        model_setup.cache / "hub" / "models--TestOrg--wan-bundle" / "snapshots" / ("b" * 40) / BUNDLE_MANIFEST
+    )
     data = json.loads(listed.read_bytes())
     data["files"][1]["sha256"] = hashlib.sha256(other).hexdigest()  # the bundle says it holds another LoRA
     listed.write_text(json.dumps(data))
     models = tmp_path / "cold"
 
-    code, out, err = cold_start(setup, models)
+    code, out, err = cold_start(model_setup, models)
 
     assert code == 0, err
     assert table_row(out, "diffusion_models/unet.safetensors")[1] == "bundle-cache"
@@ -322,20 +319,20 @@ def test_files_the_bundle_lacks_or_holds_in_another_version_come_from_the_hub(
 
 
 def test_a_bundle_that_is_not_in_the_cache_is_said_once_and_phase_b_takes_over(
-    setup: Setup, hub: FakeHub, tmp_path: Path
+    model_setup: Setup, hub: FakeHub, tmp_path: Path
 ) -> None:
-    code, out, err = cold_start(setup, tmp_path / "cold")
+    code, out, err = cold_start(model_setup, tmp_path / "cold")
 
     assert code == 0, err
     assert f"[bundle] {BUNDLE_REPO} is not in the cache at" in out
     assert "3 downloaded" in out
 
 
-def test_an_unusable_bundle_manifest_is_reported_and_ignored(setup: Setup, tmp_path: Path) -> None:
-    snapshot = plain_bundle(setup, FILES)
+def test_an_unusable_bundle_manifest_is_reported_and_ignored(model_setup: Setup, tmp_path: Path) -> None:
+    snapshot = plain_bundle(model_setup, FILES)
     (snapshot / BUNDLE_MANIFEST).write_text('{"kind": "something else"}')
 
-    code, out, err = cold_start(setup, tmp_path / "cold")
+    code, out, err = cold_start(model_setup, tmp_path / "cold")
 
     assert code == 0, err
     assert "bundle.json is unusable" in err
@@ -345,8 +342,8 @@ def test_an_unusable_bundle_manifest_is_reported_and_ignored(setup: Setup, tmp_p
 # ------------------------------------------------------------------------------------ bundle.json itself
 
 
-def test_the_bundle_manifest_is_the_same_bytes_for_the_same_content(setup: Setup) -> None:
-    manifest = parse_manifest(setup.manifest)
+def test_the_bundle_manifest_is_the_same_bytes_for_the_same_content(model_setup: Setup) -> None:
+    manifest = parse_manifest(model_setup.manifest)
     records = [bundle_file(f, f.size or 0) for f in manifest.select()]
 
     first = bundle_manifest_bytes(records, "fp8")
@@ -365,20 +362,21 @@ def test_the_bundle_manifest_is_the_same_bytes_for_the_same_content(setup: Setup
         ({"source_revision": "main"}, "40-hex commit"),
     ],
 )
-def test_a_bundle_manifest_with_a_bad_entry_is_refused(setup: Setup, change: dict, complaint: str) -> None:
-    manifest = parse_manifest(setup.manifest)
+def test_a_bundle_manifest_with_a_bad_entry_is_refused(
+    model_setup: Setup, change: dict, complaint: str
+) -> None:
+    manifest = parse_manifest(model_setup.manifest)
     data = json.loads(bundle_manifest_bytes([bundle_file(f, f.size or 0) for f in manifest.select()], "fp8"))
     data["files"][0].update(change)
     with pytest.raises(BundleError, match=complaint):
         parse_bundle_manifest(json.dumps(data).encode())
 
 
-def test_files_without_pins_do_not_go_into_a_bundle(setup: Setup, hub: FakeHub) -> None:
-    setup.manifest["files"][2].update(revision=None, todo="unknown", size=None, size_estimate=4096)
+def test_files_without_pins_do_not_go_into_a_bundle(model_setup: Setup, hub: FakeHub) -> None:
+    model_setup.manifest["files"][2].update(revision=None, todo="unknown", size=None, size_estimate=4096)
 
-    done = setup.bundle()
+    done = model_setup.bundle()
 
     assert done.returncode == 2
     assert "a bundle holds only pinned files (revision and sha256): loras/lora.safetensors" in done.stderr
     assert hub.requests == []
-    shutil.rmtree(setup.models, ignore_errors=True)

@@ -8,8 +8,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.support.fake_hub import FakeHub
 
@@ -112,46 +115,30 @@ class Setup:
     def _run(self, cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
 
+    def _command(self, *words: str) -> list[str]:
+        return [
+            sys.executable,
+            str(SCRIPT),
+            *words,
+            "--manifest",
+            str(self.write_manifest()),
+            "--models-dir",
+            str(self.models),
+            "--hf-cache-root",
+            str(self.cache),
+            "--progress-interval",
+            "0.2",
+        ]
+
     def run(
         self, *args: str, env: dict[str, str] | None = None, endpoint: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """download_models.py (install and its other modes) with quick retries."""
-        cmd = [
-            sys.executable,
-            str(SCRIPT),
-            "--manifest",
-            str(self.write_manifest()),
-            "--models-dir",
-            str(self.models),
-            "--hf-cache-root",
-            str(self.cache),
-            "--retry-wait",
-            "0.05",
-            "--progress-interval",
-            "0.2",
-            *args,
-        ]
-        return self._run(cmd, self.env(env, endpoint))
+        return self._run([*self._command(), "--retry-wait", "0.05", *args], self.env(env, endpoint))
 
     def bundle(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """download_models.py bundle --repo BUNDLE_REPO, from this setup's models dir and cache."""
-        cmd = [
-            sys.executable,
-            str(SCRIPT),
-            "bundle",
-            "--repo",
-            BUNDLE_REPO,
-            "--manifest",
-            str(self.write_manifest()),
-            "--models-dir",
-            str(self.models),
-            "--hf-cache-root",
-            str(self.cache),
-            "--progress-interval",
-            "0.2",
-            *args,
-        ]
-        return self._run(cmd, self.env(env))
+        return self._run([*self._command("bundle", "--repo", BUNDLE_REPO), *args], self.env(env))
 
     def installed(self, folder: str, filename: str) -> Path:
         return self.models / folder / filename
@@ -179,3 +166,15 @@ def make_cache_file(cache: Path, repo: str, revision: str, path: str, content: b
     snapshot.parent.mkdir(parents=True, exist_ok=True)
     snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
     return snapshot
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as fake:
+        yield fake
+
+
+@pytest.fixture
+def model_setup(hub: FakeHub, tmp_path: Path) -> Setup:
+    """A fake repo with three files at one commit, a manifest pinning that commit, an empty models dir."""
+    return Setup(hub, tmp_path)
