@@ -46,6 +46,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from worker.config import ModelSettings
+from worker.errors import WorkerError
 from worker.model_bundle import (
     BUNDLE_MANIFEST,
     CachedBundle,
@@ -65,8 +67,6 @@ from worker.models import (
     load_manifest,
 )
 
-DEFAULT_MODELS_DIR = "/comfyui/models"
-DEFAULT_HF_CACHE_ROOT = "/runpod-volume/huggingface-cache"
 UNPINNED_ENV = "ALLOW_UNPINNED_MODELS"
 BUNDLE_ENV = "MODEL_BUNDLE_REPO"
 STATE_DIRNAME = ".download_models"  # inside the models dir: staging area + record of hashed files
@@ -715,7 +715,7 @@ def run_install(
 ) -> int:
     say = Output()
     record = HashRecord(models_dir / STATE_DIRNAME / "verified.json")
-    allow_unpinned = args.allow_unpinned or os.environ.get(UNPINNED_ENV, "").lower() in ("1", "true", "yes")
+    allow_unpinned = args.allow_unpinned
     policy = HashPolicy.NEVER if args.dry_run else HashPolicy.UNRECORDED
     bundles = _cached_bundles(say, args.bundle_repo, cache_root)
     steps = make_plan(
@@ -728,7 +728,7 @@ def run_install(
         bundles=bundles,
         say=say,
     )
-    token = "set" if os.environ.get("HF_TOKEN") else "not set"  # never print the token itself
+    token = "set" if args.hf_token_set else "not set"  # never print the token itself
     say.line(f"[plan] {len(steps)} files into {models_dir} (HF_TOKEN {token})")
     _print_plan(say, steps)
     disk = disk_check(steps, models_dir, args.min_free_bytes)
@@ -965,7 +965,7 @@ def run_bundle(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     models_dir = args.models_dir.absolute()
     cache_root = None if args.no_cache else args.hf_cache_root
-    token = "set" if os.environ.get("HF_TOKEN") else "not set"
+    token = "set" if args.hf_token_set else "not set"
     say.line(
         f"[bundle] {args.repo} on {hub_endpoint()}: variant {variant}, {len(files)} files (HF_TOKEN {token})"
     )
@@ -1072,21 +1072,23 @@ def run_bundle(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------- cli
 
 
-def _common_args(p: argparse.ArgumentParser, env: os._Environ[str] | dict[str, str]) -> None:
+def _common_args(p: argparse.ArgumentParser, env: ModelSettings) -> None:
+    """Options whose defaults are the model settings (worker/config.py reads them for both)."""
+    p.set_defaults(hf_token_set=env.hf_token_set)
     p.add_argument("--manifest", type=Path, default=MANIFEST_PATH, help="default: %(default)s")
     p.add_argument(
         "--models-dir",
         type=Path,
-        default=Path(env.get("COMFY_MODELS_DIR", DEFAULT_MODELS_DIR)),
+        default=env.models_dir,
         help="ComfyUI models folder (env COMFY_MODELS_DIR, default %(default)s)",
     )
     p.add_argument(
-        "--variant", default=env.get("MODEL_VARIANT") or None, help="e.g. bf16 (env MODEL_VARIANT)"
+        "--variant", default=env.variant, help="fp8 or bf16 (env MODEL_VARIANT, default %(default)s)"
     )
     p.add_argument(
         "--hf-cache-root",
         type=Path,
-        default=Path(env.get("RUNPOD_HF_CACHE_ROOT", DEFAULT_HF_CACHE_ROOT)),
+        default=env.hf_cache_root,
         help="RunPod cached models root (env RUNPOD_HF_CACHE_ROOT, default %(default)s)",
     )
     p.add_argument("--no-cache", action="store_true", help="do not use the cached models")
@@ -1109,15 +1111,24 @@ def parse_bundle_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--repo", type=_repo_id, required=True, help="the bundle repository, ORG/NAME")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded, change nothing")
-    _common_args(p, os.environ)
+    _common_args(p, model_settings())
     args = p.parse_args(argv)
     if args.progress_interval <= 0:
         p.error("--progress-interval must be > 0")
     return args
 
 
+def model_settings() -> ModelSettings:
+    """The model settings from the environment; a bad one stops the script (exit 2), saying which."""
+    try:
+        return ModelSettings.from_env()
+    except WorkerError as exc:
+        print(f"[refused] {exc.message}", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED) from exc
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    env = os.environ
+    env = model_settings()
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -1138,7 +1149,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--bundle-repo",
         type=_repo_id,
-        default=env.get(BUNDLE_ENV) or None,
+        default=env.bundle_repo,
         help=f"the model bundle to link files from when it is in the cache (env {BUNDLE_ENV})",
     )
     p.add_argument("--jobs", type=int, default=4, help="parallel downloads (default %(default)s)")
@@ -1160,6 +1171,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--allow-unpinned",
         action="store_true",
+        default=env.allow_unpinned,
         help=f"install entries without revision (env {UNPINNED_ENV}=1)",
     )
     args = p.parse_args(argv)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import Settings
+from worker.config import ModelSettings, Settings
 from worker.errors import ErrorCode, WorkerError
 
 REQUIRED = {
@@ -139,3 +139,16 @@ def test_the_model_bundle_must_name_a_repository() -> None:
         WorkerError, match=re.escape("MODEL_BUNDLE_REPO='https://huggingface.co/acme/x': expected")
     ):
         Settings.from_env({**REQUIRED, "MODEL_BUNDLE_REPO": "https://huggingface.co/acme/x"})
+
+
+def test_model_settings_are_one_reader_for_installer_and_worker(tmp_path: Path) -> None:
+    models = ModelSettings.from_env(
+        {"MODEL_VARIANT": "bf16", "COMFY_MODELS_DIR": str(tmp_path), "HF_TOKEN": "x"}
+    )
+    assert (models.variant, models.models_dir, models.hf_token_set) == ("bf16", tmp_path, True)
+    assert (models.bundle_repo, models.allow_unpinned) == (None, False)
+    settings = Settings.from_env({**REQUIRED, "MODEL_VARIANT": "bf16", "MODEL_BUNDLE_REPO": "org/bundle"})
+    assert (settings.model_variant, settings.model_bundle_repo) == ("bf16", "org/bundle")
+    with pytest.raises(WorkerError) as caught:
+        ModelSettings.from_env({"MODEL_BUNDLE_REPO": "not a repo"})
+    assert caught.value.code is ErrorCode.CONFIG_INVALID and "MODEL_BUNDLE_REPO" in caught.value.message

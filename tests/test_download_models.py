@@ -474,3 +474,13 @@ def test_unknown_variant_or_role_is_refused(model_setup: Setup) -> None:
 
     assert variant.returncode == 2 and "unknown variant 'fp4'; known variants: fp8, bf16" in variant.stderr
     assert role.returncode == 2 and "no file with role 'upscaler'" in role.stderr
+
+
+def test_model_settings_are_read_by_the_workers_rules(model_setup: Setup) -> None:
+    """MODEL_VARIANT and friends are parsed by worker/config.py for the installer and the worker alike:
+    a value the worker would refuse stops the installer too, naming the variable."""
+    bad = model_setup.run("--dry-run", env={"MODEL_VARIANT": "fp4", "ALLOW_UNPINNED_MODELS": "maybe"})
+    assert bad.returncode == 2
+    assert "MODEL_VARIANT='fp4': expected one of fp8, bf16" in bad.stderr
+    assert "ALLOW_UNPINNED_MODELS='maybe'" in bad.stderr
+    assert not list(model_setup.models.rglob("*.safetensors"))

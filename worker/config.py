@@ -33,6 +33,41 @@ DEFAULT_COMFY_PORT = 8188
 NOT_WORKFLOW_SETTINGS = ("WAN_BENCH_", "WAN_CHUNKS_TEST_", "WAN_SAM2_PACK", "WAN_WAP_PACK")
 
 
+DEFAULT_MODELS_DIR = Path("/comfyui/models")
+DEFAULT_HF_CACHE_ROOT = Path("/runpod-volume/huggingface-cache")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model settings, read by the same rules for ``download_models.py`` (all of them) and the
+    worker (the variant and the bundle, checked at start with everything else)."""
+
+    variant: str  # the manifest variant: the files installed, and the diffusion model the graph loads
+    bundle_repo: str | None  # Phase A: the model bundle to link files from when RunPod caches it
+    models_dir: Path  # ComfyUI's models folder
+    hf_cache_root: Path  # RunPod's cached Hugging Face models
+    allow_unpinned: bool  # install manifest entries without a pinned revision
+    hf_token_set: bool  # HF_TOKEN is huggingface_hub's own variable: only whether it is set is kept
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSettings:
+        reader = _Reader(os.environ if env is None else env)
+        models = cls.read(reader)
+        reader.raise_if_problems()
+        return models
+
+    @classmethod
+    def read(cls, reader: _Reader) -> ModelSettings:
+        return cls(
+            variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
+            bundle_repo=reader.optional("MODEL_BUNDLE_REPO", _repo_id, None),
+            models_dir=reader.optional("COMFY_MODELS_DIR", Path, DEFAULT_MODELS_DIR),
+            hf_cache_root=reader.optional("RUNPOD_HF_CACHE_ROOT", Path, DEFAULT_HF_CACHE_ROOT),
+            allow_unpinned=reader.optional("ALLOW_UNPINNED_MODELS", _bool, False),
+            hf_token_set=bool(reader.env.get("HF_TOKEN", "").strip()),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     # Object storage (MinIO or any S3-compatible server)
@@ -79,6 +114,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
+        models = ModelSettings.read(reader)
         settings = cls(
             minio_endpoint=reader.required("MINIO_ENDPOINT", _endpoint),
             minio_access_key=reader.required("MINIO_ACCESS_KEY", str),
@@ -116,8 +152,8 @@ class Settings:
             ),
             chunk_windows=reader.optional("CHUNK_WINDOWS", _int_between(0, 1000), None),
             attention_backend=reader.optional("ATTENTION_BACKEND", _one_of(ATTENTION_BACKENDS), "auto"),
-            model_variant=reader.optional("MODEL_VARIANT", _one_of(MODEL_VARIANTS), MODEL_VARIANTS[0]),
-            model_bundle_repo=reader.optional("MODEL_BUNDLE_REPO", _repo_id, None),
+            model_variant=models.variant,
+            model_bundle_repo=models.bundle_repo,
             progress_interval_s=reader.optional("PROGRESS_INTERVAL_S", _float_between(0, 600), 2.0),
             work_dir=reader.optional("WORK_DIR", Path, Path("/tmp/wan-worker")),
             gpu_prices_per_s=reader.optional("GPU_PRICES_PER_S", _gpu_prices, ()),
