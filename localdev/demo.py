@@ -3,7 +3,7 @@
 Starts, each in its own process group:
   1. an S3-compatible server: a moto server on 127.0.0.1 (or, when ``MINIO_ENDPOINT`` is
      set, that MinIO with ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``/``MINIO_BUCKET``);
-  2. a ComfyUI: the project's MODEL-FREE STAND-IN (``localdev/fake_comfyui.py`` running
+  2. a ComfyUI: the project's MODEL-FREE STAND-IN (``localdev/fake_comfyui/`` running
      ``workflows/model_free_chunked.json``), or the real one at ``COMFY_URL`` when set;
   3. the worker (``handler.handler``) behind the local queue API (``localdev/queue_api.py``);
 then runs ``smoke_test.py`` against it with generated inputs, prints the output key, the
@@ -50,7 +50,7 @@ SMOKE_CANCEL_GRACE_S = 45.0
 EXIT_SERVICE_FAILED, EXIT_INTERRUPTED = 1, 130
 
 STAND_IN_NOTICE = """\
-ComfyUI: MODEL-FREE STAND-IN (localdev/fake_comfyui.py) -- this is NOT Wan2.2 Animate.
+ComfyUI: MODEL-FREE STAND-IN (localdev/fake_comfyui/) -- this is NOT Wan2.2 Animate.
          It speaks ComfyUI 0.33.0's API and runs workflows/model_free_chunked.json with ffmpeg:
          the output is the driving video with the avatar inset, made in chunks of one second
          (one prompt each, as the real workflow makes a long video), with the driving audio.

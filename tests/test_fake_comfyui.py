@@ -666,6 +666,20 @@ def test_info_endpoints_are_shaped_like_the_real_ones_and_say_fake(fake_comfy: F
     assert requests.get(f"{fake_comfy.url}/queue").json() == {"queue_running": [], "queue_pending": []}
 
 
+def test_catalogue_is_the_pinned_files_entries(fake_comfy: FakeComfyUI) -> None:
+    # With an empty input folder the file lists are the pinned file's empty ones: every entry is
+    # served (and checked against) exactly as the pinned stack declares it.
+    pinned = json.loads((REPO / "workflows" / "object_info_pinned.json").read_text())["nodes"]
+    info = requests.get(f"{fake_comfy.url}/object_info", timeout=10).json()
+    assert info == {name: pinned[name] for name in info}
+
+    (fake_comfy.input_dir / "b.mp4").write_bytes(b"x")
+    (fake_comfy.input_dir / "a.png").write_bytes(b"x")
+    info = requests.get(f"{fake_comfy.url}/object_info", timeout=10).json()
+    assert info["LoadImage"]["input"]["required"]["image"][0] == ["a.png"]
+    assert info["LoadVideo"]["input"]["required"]["file"][1]["options"] == ["b.mp4"]
+
+
 @pytest.mark.parametrize(
     ("fault", "params", "expected"),
     [

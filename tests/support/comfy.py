@@ -4,7 +4,7 @@ media generated at test time, and the model-free graph bound to them.
     def test_x(fake_comfy, comfy_media):
         image, video = stage_inputs(fake_comfy, comfy_media.avatar_png, comfy_media.driving_mp4)
         graph = model_free_graph(image=image, video=video, frames=24)
-        fake_comfy.set_fault("oom")      # see localdev/fake_comfyui.py for the fault kinds
+        fake_comfy.set_fault("oom")      # see localdev/fake_comfyui/faults.py for the kinds
 """
 
 from __future__ import annotations
