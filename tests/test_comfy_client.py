@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
 import uuid
@@ -11,10 +13,12 @@ from typing import Any
 import pytest
 import requests
 
+import worker.logs
 from localdev.fake_comfyui import FakeComfyUI
 from tests.support.comfy import ComfyMedia, model_free_graph, probe_video, stage_inputs, unused_port
 from worker.comfy_client import ComfyClient, OutputFile, Progress, RunResult
 from worker.errors import ErrorCode, WorkerError
+from worker.logs import job_context
 
 OUTPUT_NODE = "7"
 
@@ -31,9 +35,8 @@ class ProgressLog:
             self.seen.set()
 
 
-def make_client(server: FakeComfyUI, **options: Any) -> ComfyClient:
-    defaults: dict[str, Any] = {"request_timeout_s": 10.0, "state_poll_s": 0.5, "interrupt_grace_s": 3.0}
-    return ComfyClient(server.url, **{**defaults, **options})
+def make_client(server: FakeComfyUI, *, input_dir: Path | None = None) -> ComfyClient:
+    return ComfyClient(server.url, input_dir=input_dir)
 
 
 def run(
@@ -50,7 +53,6 @@ def run(
         deadline=time.monotonic() + timeout_s,
         on_progress=progress if progress is not None else ProgressLog(),
         cancel=cancel or threading.Event(),
-        job_id="job-1",
     )
 
 
@@ -229,6 +231,27 @@ def test_dropped_socket_reconnects_and_confirms_the_outcome(
     assert progress.events[-1].percent == 100.0
 
 
+def test_log_events_carry_the_job_id_of_the_log_context(
+    fake_comfy: FakeComfyUI, graph: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = io.StringIO()
+    monkeypatch.setattr(worker.logs, "_stream", lines)
+    fake_comfy.set_fault("drop_socket", after_node="3")
+    with job_context("job-7"):
+        run(make_client(fake_comfy), graph)
+    run(make_client(fake_comfy), graph)  # from the cache, this time outside a job's context
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    events = [(r["event"], r.get("job_id")) for r in records if r["event"].startswith("comfy_")]
+    assert events == [
+        ("comfy_prompt_queued", "job-7"),
+        ("comfy_ws_lost", "job-7"),
+        ("comfy_ws_reconnected", "job-7"),
+        ("comfy_prompt_finished", "job-7"),
+        ("comfy_prompt_queued", None),
+        ("comfy_prompt_finished", None),
+    ]
+
+
 def test_deadline_interrupts_the_prompt_and_raises_timeout(
     fake_comfy: FakeComfyUI, graph: dict[str, Any]
 ) -> None:
@@ -301,7 +324,7 @@ def test_prompt_deleted_from_the_queue_fails_instead_of_waiting_forever(
             time.sleep(0.02)
 
     threading.Thread(target=delete_when_pending, daemon=True).start()
-    error = failure(run, make_client(fake_comfy, state_poll_s=0.3), graph, timeout_s=30)
+    error = failure(run, make_client(fake_comfy), graph, timeout_s=30)
     assert error.code == ErrorCode.GENERATION_FAILED
     assert "neither queued, running nor in its history" in error.message
     requests.post(f"{fake_comfy.url}/interrupt")
@@ -375,7 +398,7 @@ def test_comfyui_dying_mid_run_is_comfy_unavailable(tmp_path: Path, comfy_media:
         progress = ProgressLog()
         progress.wanted = lambda p: p.node == "3"
         threading.Thread(target=lambda: progress.seen.wait(30) and server.stop(), daemon=True).start()
-        client = make_client(server, reconnect_attempts=2)
+        client = make_client(server)
         error = failure(run, client, model_free_graph(image=image, video=video), progress=progress)
     finally:
         server.stop()
@@ -386,7 +409,7 @@ def test_comfyui_dying_mid_run_is_comfy_unavailable(tmp_path: Path, comfy_media:
 def test_unreachable_comfyui_is_comfy_unavailable(
     tmp_path: Path, comfy_media: ComfyMedia, graph: dict[str, Any]
 ) -> None:
-    client = ComfyClient(f"http://127.0.0.1:{unused_port()}", request_timeout_s=2)
+    client = ComfyClient(f"http://127.0.0.1:{unused_port()}")
     for error in (
         failure(client.system_stats),
         failure(client.wait_ready, 0.6),

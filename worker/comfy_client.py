@@ -1,6 +1,6 @@
 """The worker's ComfyUI client: put the inputs in place, run one API graph, fetch its output.
 
-It follows what a real ComfyUI 0.33.0 says on the wire (``localdev/fake_comfyui.py`` is the
+It follows what a real ComfyUI 0.33.0 says on the wire (``localdev/fake_comfyui/`` is the
 stand-in the tests run against):
 
 * the websocket is opened first, with a client id of our own per run; the prompt is
@@ -10,7 +10,8 @@ stand-in the tests run against):
   before ``GET /history/{id}``; the output is the file of the one node the workflow names;
 * events are not replayed after a reconnect and a prompt deleted from the queue vanishes
   silently, so the state is confirmed from ``/queue`` and ``/history`` after every
-  reconnect and every few quiet seconds: the client never waits forever;
+  reconnect and after every few seconds without news of the prompt: the client never waits
+  forever, and never learns over HTTP what its socket is about to tell it;
 * every socket read has a short timeout, so the deadline and a cancellation are noticed
   within about a second; both interrupt the prompt and remove it from the queue.
 """
@@ -47,6 +48,13 @@ MAX_DETAIL_CHARS = 2000
 # for a LoRA whose keys do not all patch the model; its message's first line carries the counts.
 LORA_MISMATCH_ERROR = "LoraKeysNotMatchedError"
 LORA_COUNTS = re.compile(r"LoRA '(?P<name>[^']*)': (?P<matched>\d+) of (?P<total>\d+) keys matched")
+
+REQUEST_TIMEOUT_S = 30.0  # one HTTP request
+RECV_TIMEOUT_S = 1.0  # one socket read: how soon a deadline or a cancel is noticed
+STATE_POLL_S = 5.0  # without news of the prompt for this long, its state is asked over HTTP
+RECONNECT_ATTEMPTS = 6  # backoff 0.2 s doubling to 5 s: about 11 s before ComfyUI counts as gone
+INTERRUPT_GRACE_S = 5.0  # for an interrupted prompt to leave ComfyUI
+BARRIER_WAIT_S = 5.0  # for executing {node: null} once the outcome is known
 
 
 @dataclass(frozen=True)
@@ -102,12 +110,10 @@ class _PromptWatch:
         prompt_id: str,
         graph: dict[str, Any],
         on_progress: Callable[[Progress], None],
-        job_id: str | None,
     ) -> None:
         self.prompt_id = prompt_id
         self.graph = graph
         self.on_progress = on_progress
-        self.job_id = job_id
         self.total = max(1, len(graph))
         self.done: set[str] = set()
         self.current: str | None = None
@@ -120,6 +126,7 @@ class _PromptWatch:
         self.outcome: str | None = None  # "success", "error" or "interrupted"
         self.event: dict[str, Any] = {}
         self.barrier = False
+        self.news_at = self.submitted_at  # when an event last said something about the prompt
         self._last: Progress | None = None
 
     @property
@@ -141,11 +148,13 @@ class _PromptWatch:
             # After a reconnect the server names the running node without a prompt id; it
             # sends that only to the prompt's own client id, which is ours alone.
             if kind == "executing" and data.get("node") is not None:
+                self.news_at = time.monotonic()
                 self._enter(str(data["node"]))
                 self.emit()
             return
         if prompt_id != self.prompt_id:
             return
+        self.news_at = time.monotonic()
         if kind == "execution_start":
             self._mark_started()
         elif kind == "execution_cached":
@@ -250,7 +259,7 @@ class _PromptWatch:
         try:
             self.on_progress(progress)
         except Exception as exc:  # progress is best effort
-            log_event("comfy_progress_callback_failed", self.job_id, level="warning", error=repr(exc))
+            log_event("comfy_progress_callback_failed", level="warning", error=repr(exc))
 
     def position(self) -> dict[str, Any]:
         return {
@@ -297,13 +306,13 @@ class _EventStream:
                 self.ws.close(timeout=1)
             self.ws = None
 
-    def reconnect(self, attempts: int, deadline: float, cancel: threading.Event) -> bool:
+    def reconnect(self, deadline: float, cancel: threading.Event) -> bool:
         """Reopen with the same client id (the old socket is closed first: ComfyUI drops a
         client id when its old socket closes, even after a new one took it over). False when
         the deadline passed or the job was cancelled while trying."""
         self.close()
         delay, last_error = 0.2, ""
-        for _ in range(attempts):
+        for _ in range(RECONNECT_ATTEMPTS):
             if cancel.wait(min(delay, max(0.0, deadline - time.monotonic()))) or time.monotonic() >= deadline:
                 return False
             try:
@@ -312,36 +321,18 @@ class _EventStream:
             except WorkerError as exc:
                 last_error = exc.message
             delay = min(delay * 2, 5.0)
-        raise _unavailable(
-            f"lost the websocket to ComfyUI and could not reconnect ({attempts} tries): {last_error}"
-        )
+        tries = f"{RECONNECT_ATTEMPTS} tries"
+        raise _unavailable(f"lost the websocket to ComfyUI and could not reconnect ({tries}): {last_error}")
 
 
 class ComfyClient:
     """One ComfyUI server. ``input_dir``: its input folder when shared (COMFY_INPUT_DIR)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        input_dir: Path | None = None,
-        request_timeout_s: float = 30.0,
-        recv_timeout_s: float = 1.0,
-        state_poll_s: float = 5.0,
-        reconnect_attempts: int = 6,
-        interrupt_grace_s: float = 5.0,
-        barrier_wait_s: float = 5.0,
-    ) -> None:
+    def __init__(self, base_url: str, *, input_dir: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         self.ws_url = f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}{parts.path}/ws"
         self.input_dir = Path(input_dir) if input_dir is not None else None
-        self.request_timeout_s = request_timeout_s
-        self.recv_timeout_s = recv_timeout_s
-        self.state_poll_s = state_poll_s
-        self.reconnect_attempts = reconnect_attempts
-        self.interrupt_grace_s = interrupt_grace_s
-        self.barrier_wait_s = barrier_wait_s
         self.session = requests.Session()
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -351,7 +342,7 @@ class ComfyClient:
     ) -> requests.Response:
         try:
             return self.session.request(
-                method, self.base_url + path, timeout=timeout or self.request_timeout_s, **kwargs
+                method, self.base_url + path, timeout=timeout or REQUEST_TIMEOUT_S, **kwargs
             )
         except requests.RequestException as exc:
             raise _unavailable(
@@ -368,7 +359,7 @@ class ComfyClient:
             raise _unavailable(f"ComfyUI answered GET {path} with something that is not JSON") from exc
 
     def system_stats(self) -> dict[str, Any]:
-        return self._system_stats(self.request_timeout_s)
+        return self._system_stats(REQUEST_TIMEOUT_S)
 
     def _system_stats(self, timeout: float) -> dict[str, Any]:
         stats = self._get_json("/system_stats", timeout=timeout)
@@ -381,7 +372,7 @@ class ComfyClient:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                self._system_stats(min(self.request_timeout_s, max(remaining, 0.5)))
+                self._system_stats(min(REQUEST_TIMEOUT_S, max(remaining, 0.5)))
                 return
             except WorkerError as exc:
                 if time.monotonic() + 0.5 >= deadline:
@@ -540,9 +531,9 @@ class ComfyClient:
         deadline: float,
         on_progress: Callable[[Progress], None],
         cancel: threading.Event,
-        job_id: str | None = None,
     ) -> RunResult:
-        """Run ``graph`` to completion and return the file of ``output_node``.
+        """Run ``graph`` to completion and return the file of ``output_node``. Its log events carry
+        the job id of the caller's ``job_context``.
 
         A reported output that is not on disk (a cached result whose file was deleted) is
         retried once after ``POST /free``, which empties ComfyUI's node cache.
@@ -551,12 +542,11 @@ class ComfyClient:
             raise WorkerError(
                 ErrorCode.WORKFLOW_INVALID, f"the output node {output_node!r} is not in the graph"
             )
-        first = self._run_once(graph, output_node, deadline, on_progress, cancel, job_id)
+        first = self._run_once(graph, output_node, deadline, on_progress, cancel)
         if self._output_exists(first.output):
             return first
         log_event(
             "comfy_output_missing",
-            job_id,
             level="warning",
             prompt_id=first.prompt_id,
             output=_describe_output(first.output),
@@ -564,7 +554,7 @@ class ComfyClient:
         )
         self._request("POST", "/free", json={"free_memory": True})
         cancel.wait(min(0.5, max(0.0, deadline - time.monotonic())))  # let ComfyUI act on the flag
-        second = self._run_once(graph, output_node, deadline, on_progress, cancel, job_id)
+        second = self._run_once(graph, output_node, deadline, on_progress, cancel)
         if not self._output_exists(second.output):
             raise WorkerError(
                 ErrorCode.GENERATION_FAILED,
@@ -585,18 +575,17 @@ class ComfyClient:
         deadline: float,
         on_progress: Callable[[Progress], None],
         cancel: threading.Event,
-        job_id: str | None,
     ) -> RunResult:
         client_id = uuid.uuid4().hex
         prompt_id = str(uuid.uuid4())
-        stream = _EventStream(f"{self.ws_url}?clientId={client_id}", self.request_timeout_s)
+        stream = _EventStream(f"{self.ws_url}?clientId={client_id}", REQUEST_TIMEOUT_S)
         stream.open()
         try:
-            watch = _PromptWatch(prompt_id, graph, on_progress, job_id)
+            watch = _PromptWatch(prompt_id, graph, on_progress)
             self._submit(graph, prompt_id, client_id)
-            log_event("comfy_prompt_queued", job_id, prompt_id=prompt_id, nodes=len(graph))
+            log_event("comfy_prompt_queued", prompt_id=prompt_id, nodes=len(graph))
             watch.emit()
-            self._follow(stream, watch, deadline, cancel, job_id)
+            self._follow(stream, watch, deadline, cancel)
         finally:
             stream.close()
         assert watch.started_at is not None and watch.finished_at is not None
@@ -604,7 +593,6 @@ class ComfyClient:
         inference_s = round(watch.finished_at - watch.started_at, 3)
         log_event(
             "comfy_prompt_finished",
-            job_id,
             prompt_id=prompt_id,
             outcome=watch.outcome,
             queue_s=queue_s,
@@ -661,7 +649,6 @@ class ComfyClient:
         watch: _PromptWatch,
         deadline: float,
         cancel: threading.Event,
-        job_id: str | None,
     ) -> None:
         """Read events until the outcome and the barrier, confirming state over HTTP."""
         last_check = time.monotonic()
@@ -670,36 +657,39 @@ class ComfyClient:
             if watch.finished:
                 # The outcome is known: wait a little for the barrier, which only orders the
                 # history read; cancel and deadline no longer apply.
-                barrier_by = (watch.finished_at or now) + self.barrier_wait_s
+                barrier_by = (watch.finished_at or now) + BARRIER_WAIT_S
                 if now >= barrier_by:
                     return
                 wait = barrier_by - now
             else:
                 if cancel.is_set():
-                    self._abort(stream, watch, ErrorCode.CANCELLED, "the job was cancelled", job_id)
+                    self._abort(stream, watch, ErrorCode.CANCELLED, "the job was cancelled")
                 if now >= deadline:
                     message = "ComfyUI did not finish before the job's deadline"
-                    self._abort(stream, watch, ErrorCode.TIMEOUT, message, job_id)
+                    self._abort(stream, watch, ErrorCode.TIMEOUT, message)
                 wait = deadline - now
             try:
-                received = stream.recv(max(0.05, min(self.recv_timeout_s, wait)))
+                received = stream.recv(max(0.05, min(RECV_TIMEOUT_S, wait)))
             except _Disconnected as exc:
                 if watch.finished:
                     return  # the history read that follows retries until the entry is there
-                log_event("comfy_ws_lost", job_id, level="warning", prompt_id=watch.prompt_id, error=str(exc))
+                log_event("comfy_ws_lost", level="warning", prompt_id=watch.prompt_id, error=str(exc))
                 try:
-                    reconnected = stream.reconnect(self.reconnect_attempts, deadline, cancel)
+                    reconnected = stream.reconnect(deadline, cancel)
                 except WorkerError:
                     self._stop_prompt(watch.prompt_id)
                     raise
                 if reconnected:
-                    log_event("comfy_ws_reconnected", job_id, prompt_id=watch.prompt_id)
+                    log_event("comfy_ws_reconnected", prompt_id=watch.prompt_id)
                     self._confirm_state(watch)
                     last_check = time.monotonic()
                 continue
             if received is not None:
                 watch.handle(received)
-            if not watch.finished and time.monotonic() - last_check >= self.state_poll_s:
+            # Only after a quiet spell: polling while events flow could read the outcome from the
+            # history before the socket says it was cut (then the events it missed go unnoticed).
+            quiet_since = max(last_check, watch.news_at)
+            if not watch.finished and time.monotonic() - quiet_since >= STATE_POLL_S:
                 self._confirm_state(watch)
                 last_check = time.monotonic()
 
@@ -740,12 +730,10 @@ class ComfyClient:
         prompt that starts between the two calls is still caught by the interrupt."""
         for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
             with contextlib.suppress(WorkerError):
-                self._request("POST", path, json=body, timeout=min(self.request_timeout_s, 5.0))
+                self._request("POST", path, json=body, timeout=min(REQUEST_TIMEOUT_S, 5.0))
 
-    def _abort(
-        self, stream: _EventStream, watch: _PromptWatch, code: ErrorCode, message: str, job_id: str | None
-    ) -> None:
-        log_event("comfy_prompt_abort", job_id, level="warning", reason=code.value, **watch.position())
+    def _abort(self, stream: _EventStream, watch: _PromptWatch, code: ErrorCode, message: str) -> None:
+        log_event("comfy_prompt_abort", level="warning", reason=code.value, **watch.position())
         self._stop_prompt(watch.prompt_id)
         stopped = self._await_stop(stream, watch)
         details = {**watch.position(), "comfy_stopped": stopped}
@@ -755,7 +743,7 @@ class ComfyClient:
 
     def _await_stop(self, stream: _EventStream, watch: _PromptWatch) -> bool:
         """Whether the prompt left ComfyUI within the grace period after an interrupt."""
-        give_up = time.monotonic() + self.interrupt_grace_s
+        give_up = time.monotonic() + INTERRUPT_GRACE_S
         next_check = time.monotonic()  # a pending prompt is gone at once
         while time.monotonic() < give_up:
             if watch.barrier or watch.finished:

@@ -601,7 +601,6 @@ class _Job:
                 deadline=self.deadline,
                 on_progress=self.progress.comfy,
                 cancel=self.cancel,
-                job_id=self.job_id,
             )
             self.clock.timings["queue"] = round(self.clock.timings.get("queue", 0.0) + run.queue_s, 3)
             self.clock.timings["inference"] = round(
