@@ -28,6 +28,7 @@ from localdev.fake_comfyui.files import strip_annotation
 from localdev.fake_comfyui.nodes import NODE_FUNCTIONS, SAVE_CLASSES
 from localdev.fake_comfyui.values import NodeContext, NodeFailure, SaveOverrides
 from worker.apigraph import is_link
+from worker.chunk_store import file_sha256
 
 PREVIEW_IMAGE_EVENT, JPEG_FORMAT = 1, 1
 
@@ -123,13 +124,8 @@ def node_signatures(prompt: dict[str, Any], input_dir: Path) -> dict[str, str]:
 def _file_fingerprint(input_dir: Path, name: Any) -> str:
     if not isinstance(name, str):
         return ""
-    path = input_dir / strip_annotation(name)[0]
     try:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(input_dir / strip_annotation(name)[0])
     except OSError:
         return "missing"
 
