@@ -13,7 +13,7 @@ from typing import Any
 
 from localdev.fake_comfyui.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_input_files
 from localdev.fake_comfyui.nodes import NODE_FUNCTIONS
-from worker.graph_check import load_catalogue
+from worker.graph.catalogue import load_catalogue
 
 # Shared with the worker's graph checks (load_catalogue is cached): read, never changed.
 NODE_CLASSES: dict[str, dict[str, Any]] = {name: load_catalogue()[name] for name in NODE_FUNCTIONS}

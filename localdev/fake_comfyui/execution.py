@@ -27,8 +27,8 @@ from localdev.fake_comfyui.faults import RUN_FAULTS, Fault, FaultBook, injected_
 from localdev.fake_comfyui.files import strip_annotation
 from localdev.fake_comfyui.nodes import NODE_FUNCTIONS, SAVE_CLASSES
 from localdev.fake_comfyui.values import NodeContext, NodeFailure, SaveOverrides
-from worker.apigraph import is_link
 from worker.chunk_store import file_sha256
+from worker.graph.api import is_link
 
 PREVIEW_IMAGE_EVENT, JPEG_FORMAT = 1, 1
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from localdev.fake_comfyui.values import NodeFailure, SaveOverrides
-from worker.apigraph import is_link
+from worker.graph.api import is_link
 
 FAULT_KINDS = (
     "reject",

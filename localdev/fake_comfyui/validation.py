@@ -10,7 +10,7 @@ from typing import Any
 
 from localdev.fake_comfyui.catalogue import NODE_CLASSES, is_output_node, upload_kind
 from localdev.fake_comfyui.files import input_file_exists
-from worker.apigraph import is_link
+from worker.graph.api import is_link
 
 SCALAR_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
