@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from worker.contract import NO_AVATAR, NO_USER, output_key, sanitize_id
@@ -36,6 +38,18 @@ def test_unknown_field_is_rejected_by_name_with_a_suggestion() -> None:
     assert "driving_video_key" in error.message
     assert "driving_video_path" in error.message  # the suggestion
     assert error.details["unknown_fields"] == ["driving_video_key"]
+
+
+def test_ten_thousand_unknown_fields_come_back_as_a_short_error() -> None:
+    raw = {**BASE, **{f"field_{index:05d}_" + "x" * 200: 1 for index in range(10_000)}}
+    error = error_of(raw)
+    assert error.code is ErrorCode.INVALID_INPUT
+    result = json.dumps(error.to_result())
+    assert len(result) < 5_000  # was 200 KB
+    assert len(error.details["unknown_fields"]) == 20
+    assert all(len(name) <= 64 for name in error.details["unknown_fields"])
+    assert error.details["unknown_fields_left_out"] == 9_980
+    assert error.message.endswith("and 9980 more")
 
 
 def test_exactly_one_image_source() -> None:

@@ -33,6 +33,10 @@ FIELDS = (
 DEFAULT_FRAMING = "fit"
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**64 - 1
+# An error names at most this many unknown fields, each cut to this length (a request with 10,000 of
+# them must not come back as a 200 KB error); ``unknown_fields_left_out`` counts the rest.
+MAX_ECHOED_NAMES = 20
+MAX_ECHOED_NAME_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,15 @@ class JobRequest:
 def parse_request(raw: Any, *, default_driving_video: str | None) -> JobRequest:
     if not isinstance(raw, dict):
         raise _invalid('the job must be {"input": {...}} with an object as input')
-    unknown = sorted(set(raw) - set(FIELDS))
+    unknown = sorted(str(name)[:MAX_ECHOED_NAME_CHARS] for name in set(raw) - set(FIELDS))
     if unknown:
+        shown, left_out = unknown[:MAX_ECHOED_NAMES], len(unknown) - MAX_ECHOED_NAMES
         raise _invalid(
-            "unknown input field(s): " + ", ".join(_with_suggestion(name) for name in unknown),
-            unknown_fields=unknown,
+            "unknown input field(s): "
+            + ", ".join(_with_suggestion(name) for name in shown)
+            + (f" and {left_out} more" if left_out > 0 else ""),
+            unknown_fields=shown,
+            unknown_fields_left_out=max(0, left_out),
             allowed_fields=list(FIELDS),
         )
 
