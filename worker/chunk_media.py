@@ -24,10 +24,12 @@ from worker.errors import ErrorCode, WorkerError
 from worker.media import (
     _SCALE_FLAGS,
     BT709_TAGS,
+    VIDEO_DEMUXERS,
     _atomic_path,
     _probe,
     _run_ffmpeg,
     cpu_threads,
+    media_input,
 )
 
 # As the pinned graph's SaveVideo encoded (issue 9: CRF 17, x264's default preset).
@@ -49,13 +51,13 @@ def cut_slice(
         raise ValueError(f"cannot reflect {reflected} frames at the end of a {total_frames}-frame video")
     what = "a chunk's driving frames"
     probe = _probe(src, what=what, code=ErrorCode.INVALID_MEDIA)
-    source = ffmpeg.input(str(src)).video
+    source = media_input(src).video
     head = source.trim(start_frame=start, end_frame=start + real_frames).setpts("PTS-STARTPTS")
     video = head
     if reflected:
         last = total_frames - 1
         tail = (
-            ffmpeg.input(str(src))
+            media_input(src)
             .video.trim(start_frame=last - reflected, end_frame=last)
             .setpts("PTS-STARTPTS")
             .filter("reverse")
@@ -105,7 +107,9 @@ def encode_frames(raw: Path, dest: Path, *, width: int, height: int, frames: int
             details={"bytes": size, "expected_bytes": expected, "frames": frames},
         )
     video = (
-        ffmpeg.input(str(raw), f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+        media_input(
+            raw, formats=("rawvideo",), f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps
+        )
         .filter("scale", out_color_matrix="bt709", out_range="tv", flags=_SCALE_FLAGS)
         .filter("format", "yuv420p")
     )
@@ -160,7 +164,8 @@ def join_chunks(parts: list[Path], dest: Path, *, fps: int) -> None:
     on_grid = f"round({{0}}*TB*{fps})/(TB*{fps})"
     try:
         with _atomic_path(dest) as partial:
-            stream = ffmpeg.input(listing.name, f="concat", safe=0)
+            # The parts open through the concat demuxer, with the same allow-lists.
+            stream = media_input(Path(listing.name), formats=("concat", *VIDEO_DEMUXERS), f="concat", safe=0)
             _run_ffmpeg(
                 ffmpeg.output(
                     stream.video,

@@ -36,6 +36,13 @@ the stream is cut at N, so N is known before encoding and exact. 5 s at any fram
 All files are written under a temporary name next to the destination and renamed into place
 only once complete and checked: a failure never leaves a half-written destination. Inputs are
 only read.
+
+Only the file itself is read: every ffprobe and ffmpeg input (``media_input``, ``_ffprobe_json``)
+names the demuxers it may use (``VIDEO_DEMUXERS``: MP4/MOV and MKV/WebM) and ``file`` as the only
+protocol. A playlist (HLS, DASH), a concat list, an image sequence, an SDP or IMF file would make
+ffmpeg open other files or URLs named inside it; they are refused before their header is read, and
+the probed format is checked again before anything decodes. QuickTime references to other files
+(``dref`` aliases) stay unopened: the mov demuxer follows them only with ``enable_drefs``, never set.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ import ffmpeg
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from worker.contract import OUTPUT, frames_for
-from worker.errors import ErrorCode, WorkerError
+from worker.errors import ErrorCode, WorkerError, disk_full_error, mentions_disk_full
 from worker.logs import log_event
 from worker.probe import ProbeError, ffprobe
 
@@ -106,7 +113,22 @@ _END_PAD_FRAMES = 3
 # The output's audio may end this much before or after its video (AAC works in 1024-sample frames).
 AUDIO_SYNC_TOLERANCE_S = 0.1
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
-_STILL_IMAGE_FORMATS = re.compile(r"^(image2|.*_pipe)$")
+# The demuxers (ffmpeg's names) a video may be read with: MP4/MOV/M4V/3GP and MKV/WebM. None of them
+# opens another file or URL; a file any other demuxer claims is refused (see the module docstring).
+VIDEO_DEMUXERS = ("mov", "matroska")
+ACCEPTED_CONTAINERS = "MP4, MOV, MKV or WebM"
+INPUT_PROTOCOLS = ("file",)
+_REFUSED_FORMAT = re.compile(r"\[(\S+) @ 0x[0-9a-f]+\] Format not on whitelist")
+# What ffmpeg took a refused file for, in words (its demuxer name otherwise).
+_REFUSED_KINDS = {
+    "hls": "an HLS playlist",
+    "dash": "a DASH manifest",
+    "concat": "an ffconcat list",
+    "sdp": "an SDP session description",
+    "imf": "an IMF composition playlist",
+    "ffmetadata": "an ffmetadata text file",
+    "image2": "a still image",
+}
 
 
 # -- the avatar image ---------------------------------------------------------------------
@@ -290,8 +312,9 @@ def probe_video(path: Path) -> VideoInfo:
 
 
 HEADER_PROBE_TIMEOUT_S = 20.0
-# Only what reaching our own object storage over HTTP(S) needs: no file, pipe, concat or data URLs.
-HEADER_PROBE_PROTOCOLS = "http,https,tcp,tls"
+# Only what reaching our own object storage over HTTP(S) needs: no file, pipe, concat or data URLs;
+# and only VIDEO_DEMUXERS, so a playlist in the bucket cannot send ffprobe to another URL.
+HEADER_PROBE_PROTOCOLS = ("http", "https", "tcp", "tls")
 
 
 def header_duration(url: str) -> float | None:
@@ -299,7 +322,7 @@ def header_duration(url: str) -> float | None:
     downloading the file (ffprobe reads the header, with range requests where the index sits at
     the end); None when the header does not say (a browser's WebM), or the file cannot be read:
     the caller then waits for the download. ``url`` carries a signature: never log it."""
-    args = ["ffprobe", "-v", "error", "-protocol_whitelist", HEADER_PROBE_PROTOCOLS]
+    args = ["ffprobe", "-v", "error", *_allow_list_args(VIDEO_DEMUXERS, HEADER_PROBE_PROTOCOLS)]
     args += ["-rw_timeout", str(int(HEADER_PROBE_TIMEOUT_S * 1_000_000))]
     args += ["-show_entries", "format=duration:stream=codec_type,duration", "-of", "json", url]
     try:
@@ -321,6 +344,9 @@ def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
     data = _ffprobe_json(["-count_packets", "-show_streams", "-show_format"], path, what=what, code=code)
     streams: list[dict[str, Any]] = data.get("streams") or []
     fmt: dict[str, Any] = data.get("format") or {}
+    format_name = str(fmt.get("format_name") or "")
+    if not set(format_name.split(",")) & set(VIDEO_DEMUXERS):  # the allow-list's second line
+        raise _not_a_video(what, format_name or "unknown", code)
     video = next(
         (
             s
@@ -367,7 +393,7 @@ def _probe(path: Path, *, what: str, code: ErrorCode) -> _Probe:
     )
     return _Probe(
         info=info,
-        format_name=str(fmt.get("format_name") or ""),
+        format_name=format_name,
         video_index=int(video["index"]),
         audio_index=int(audio["index"]) if audio is not None else None,
         r_frame_rate=r_rate,
@@ -392,14 +418,54 @@ def _tag(stream: dict[str, Any], name: str) -> str:
     return "" if value in ("unknown", "reserved", "unspecified") else value
 
 
+def _input_allow_lists(formats: Sequence[str], protocols: Sequence[str] = INPUT_PROTOCOLS) -> dict[str, str]:
+    """The options that keep one ffmpeg/ffprobe input to the given protocols and demuxers (files
+    opened by a demuxer, such as the concat demuxer's parts, inherit them)."""
+    return {"protocol_whitelist": ",".join(protocols), "format_whitelist": ",".join(formats)}
+
+
+def _allow_list_args(formats: Sequence[str], protocols: Sequence[str] = INPUT_PROTOCOLS) -> list[str]:
+    return [
+        arg for name, value in _input_allow_lists(formats, protocols).items() for arg in (f"-{name}", value)
+    ]
+
+
+def media_input(path: Path, *, formats: Sequence[str] = VIDEO_DEMUXERS, **options: Any) -> Any:
+    """``ffmpeg.input`` for a file of the worker's, read only with ``formats`` and only as a file:
+    every ffmpeg input goes through here (``_run_ffmpeg`` refuses one that did not)."""
+    return ffmpeg.input(str(path), **options, **_input_allow_lists(formats))
+
+
+def _not_a_video(what: str, demuxer: str, code: ErrorCode) -> WorkerError:
+    """``code`` for a file ffmpeg reads as something other than VIDEO_DEMUXERS (refused unopened)."""
+    kind = _REFUSED_KINDS.get(demuxer) or (
+        "a still image" if demuxer.endswith("_pipe") else f"a {demuxer} file"
+    )
+    return WorkerError(
+        code,
+        f"{what} is {kind} ({demuxer}), not a video file: upload a video file; only {ACCEPTED_CONTAINERS} "
+        "videos are accepted (playlists and lists that point at other files are never opened)",
+        details={"format": demuxer, "accepted": ACCEPTED_CONTAINERS},
+    )
+
+
 def _ffprobe_json(options: Sequence[str], path: Path, *, what: str, code: ErrorCode) -> dict[str, Any]:
     try:
-        return ffprobe(path, *options, timeout_s=PROBE_TIMEOUT_S, streams_and_format=False)
+        return ffprobe(
+            path,
+            *_allow_list_args(VIDEO_DEMUXERS),
+            *options,
+            timeout_s=PROBE_TIMEOUT_S,
+            streams_and_format=False,
+        )
     except ProbeError as exc:
         if exc.timed_out:
             raise WorkerError(code, f"reading {what} took longer than {PROBE_TIMEOUT_S:g} s") from exc
         if not exc.stderr:
             raise WorkerError(code, f"{what} cannot be read ({exc.reason})") from exc
+        refused = _REFUSED_FORMAT.search(exc.stderr)
+        if refused:
+            raise _not_a_video(what, refused.group(1), code) from exc
         reason = _ffmpeg_reason(exc.stderr, [path])
         raise WorkerError(
             code,
@@ -503,7 +569,7 @@ def conform_driving_video(
     frames = frames_for(source.duration_s, fps)
     threads = cpu_threads()
 
-    inp = ffmpeg.input(str(src), threads=threads)
+    inp = media_input(src, threads=threads)
     video = _conformed_video(inp, probe, width=width, height=height, fps=fps, frames=frames, framing=framing)
     streams = [video]
     options: dict[str, Any] = {
@@ -552,11 +618,6 @@ def conform_driving_video(
 
 def _check_source(probe: _Probe, *, what: str, max_duration_s: float) -> None:
     source = probe.info
-    if _STILL_IMAGE_FORMATS.match(probe.format_name):
-        raise WorkerError(
-            ErrorCode.INVALID_MEDIA,
-            f"{what} is a still image ({source.video_codec}), not a video: upload a video file",
-        )
     if probe.header_frames is not None and probe.header_frames > source.frames:
         raise WorkerError(
             ErrorCode.INVALID_MEDIA,
@@ -734,7 +795,7 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
         and probe.info.pix_fmt == OUTPUT.pix_fmt
         and (probe.info.frames == frames or _cut_keeps_order(raw, frames))
     )
-    video = ffmpeg.input(str(raw))[str(probe.video_index)]
+    video = media_input(raw)[str(probe.video_index)]
     video_options: dict[str, Any] = {"map_metadata": -1, "map_chapters": -1, "f": "mp4", **BT709_TAGS}
     if copy:
         # The tags in the stream itself (SPS); the options above set the container's.
@@ -771,10 +832,10 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
             paths=[raw, cut],
             code=ErrorCode.OUTPUT_INVALID,
         )
-        streams = [ffmpeg.input(str(cut))["v:0"]]
+        streams = [media_input(cut)["v:0"]]
         if driving.has_audio:
             # Already AAC and exactly N frames long (conform_driving_video): copied as is.
-            streams.append(ffmpeg.input(str(driving.path))["a:0"])
+            streams.append(media_input(driving.path)["a:0"])
         _run_ffmpeg(
             ffmpeg.output(*streams, str(partial), c="copy", movflags="+faststart", f="mp4"),
             what="the output video",
@@ -890,12 +951,21 @@ def _run_ffmpeg(
     stream: Any, *, what: str, paths: Sequence[Path], code: ErrorCode = ErrorCode.INVALID_MEDIA
 ) -> None:
     args = stream.global_args("-nostdin", "-hide_banner", "-v", "error").overwrite_output().compile()
+    inputs = args.count("-i")
+    if args.count("-protocol_whitelist") != inputs or args.count("-format_whitelist") != inputs:
+        raise ValueError(
+            "every ffmpeg input must come from media_input (its protocol and format allow-lists)"
+        )
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
         raise WorkerError(
             ErrorCode.TIMEOUT, f"converting {what} took longer than {FFMPEG_TIMEOUT_S:g} s"
         ) from exc
+    # ffmpeg 5.1 exits 0 when the disk fills up while it writes the trailer (the file is then
+    # unreadable, and would be blamed on the input): its log is read whatever its exit status.
+    if mentions_disk_full(proc.stderr):
+        raise disk_full_error(f"ffmpeg writing {what}")
     if proc.returncode != 0:
         reason = _ffmpeg_reason(proc.stderr, paths)
         raise WorkerError(code, f"ffmpeg could not convert {what} ({reason})", details={"reason": reason})
