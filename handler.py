@@ -30,7 +30,7 @@ import runpod
 from runpod.serverless.modules import rp_http
 
 from worker.config import Settings
-from worker.errors import WorkerError, for_runpod
+from worker.errors import ErrorCode, WorkerError, for_runpod
 from worker.job import JobRunner
 from worker.logs import log_event
 
@@ -97,8 +97,15 @@ def main() -> None:
     try:
         runner.storage.check_bucket()
     except WorkerError as exc:
-        # Not fatal: MinIO may come back; each job reports STORAGE_ERROR meanwhile.
-        log_event("storage_unreachable_at_start", level="warning", error=exc.message)
+        # Not fatal: MinIO may come back, or the bucket be created; meanwhile each job fails with
+        # this code (a worker that exits would only be restarted, and jobs would wait unanswered).
+        misconfigured = exc.code is ErrorCode.STORAGE_MISCONFIGURED
+        log_event(
+            "storage_misconfigured_at_start" if misconfigured else "storage_unreachable_at_start",
+            level="error" if misconfigured else "warning",
+            error_code=exc.code.value,
+            error=exc.message,
+        )
     log_event(
         "worker_ready",
         workflow=runner.workflow.name,

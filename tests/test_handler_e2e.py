@@ -385,6 +385,7 @@ def test_unsafe_keys_are_refused(stack: Stack, key: str) -> None:
 def test_input_not_found(stack: Stack) -> None:
     result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": "inputs/missing.mp4"})
     assert_failed(result, "INPUT_NOT_FOUND", stack)
+    assert result["details"]["retryable"] is False
     assert "inputs/missing.mp4" in result["error"]
 
 
@@ -549,12 +550,29 @@ def test_audio_lost_by_comfy_is_restored_from_the_driving_video(stack: Stack, tm
     assert fetch_output(stack, result["minio_key"], tmp_path)["has_audio"] is True
 
 
-def test_storage_error_when_access_is_denied(stack: Stack, s3_proxy: Any) -> None:
+def test_storage_misconfigured_when_access_is_denied(stack: Stack, s3_proxy: Any) -> None:
     stack.set_env(MINIO_ENDPOINT=s3_proxy.endpoint)
     s3_proxy.deny("AccessDenied")
     result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
-    assert_failed(result, "STORAGE_ERROR", stack)
+    assert_failed(result, "STORAGE_MISCONFIGURED", stack)
+    assert result["details"]["retryable"] is False
     assert stack.env["MINIO_SECRET_KEY"] not in json.dumps(result)
+
+
+def test_a_missing_bucket_is_the_deployments_storage_not_a_missing_input(stack: Stack) -> None:
+    stack.set_env(MINIO_BUCKET="no-such-bucket-here")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "STORAGE_MISCONFIGURED", stack)
+    assert "no-such-bucket-here" in result["error"] and "MINIO_BUCKET" in result["error"]
+    assert result["details"]["retryable"] is False
+
+
+def test_storage_that_does_not_answer_is_unavailable_and_retryable(stack: Stack, s3_proxy: Any) -> None:
+    stack.set_env(MINIO_ENDPOINT=s3_proxy.endpoint)
+    s3_proxy.fail_next(1000, status=503, code="ServiceUnavailable")
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert_failed(result, "STORAGE_UNAVAILABLE", stack)
+    assert result["details"]["retryable"] is True
 
 
 def test_config_invalid(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -184,17 +184,27 @@ def test_missing_key_is_input_not_found_without_retrying(
     dest = tmp_path / "video.src"
     with pytest.raises(WorkerError) as caught:
         storage.download("videos/nope.mp4", dest, max_bytes=MIB, field="driving_video_path")
-    assert caught.value.code is ErrorCode.INPUT_NOT_FOUND
+    assert caught.value.code is ErrorCode.INPUT_NOT_FOUND and not caught.value.retryable
     assert "driving_video_path" in caught.value.message and "videos/nope.mp4" in caught.value.message
-    assert s3_proxy.count() == 1
+    # The key's HEAD, then the bucket's (S3 answers a key of a missing bucket with a bare 404 too).
+    assert [(request.method, request.path.split("?")[0].rstrip("/")) for request in s3_proxy.requests] == [
+        ("HEAD", f"/{s3.bucket}/videos/nope.mp4"),
+        ("HEAD", f"/{s3.bucket}"),
+    ]
     assert not dest.exists()
 
 
-def test_missing_bucket_is_input_not_found(s3: S3Bucket, tmp_path: Path) -> None:
+def test_missing_bucket_is_the_deployments_storage_misconfigured(s3: S3Bucket, tmp_path: Path) -> None:
     storage = s3.make_storage(bucket="no-such-bucket-here")
     with pytest.raises(WorkerError) as caught:
         storage.download("a.png", tmp_path / "a", max_bytes=MIB, field="input_image_minio_path")
-    assert caught.value.code is ErrorCode.INPUT_NOT_FOUND
+    assert caught.value.code is ErrorCode.STORAGE_MISCONFIGURED and not caught.value.retryable
+    assert "no-such-bucket-here" in caught.value.message and "MINIO_BUCKET" in caught.value.message
+    src = tmp_path / "out.mp4"
+    src.write_bytes(b"m" * 1000)
+    with pytest.raises(WorkerError) as upload:
+        storage.upload(src, "outputs/x.mp4")
+    assert upload.value.code is ErrorCode.STORAGE_MISCONFIGURED
 
 
 @pytest.mark.parametrize("code", ["SlowDown", "InternalError", None])
@@ -224,7 +234,7 @@ def test_retries_are_bounded(s3: S3Bucket, s3_proxy: S3FaultProxy, tmp_path: Pat
     storage = s3.make_storage(s3_proxy.endpoint, retries=2)
     with pytest.raises(WorkerError) as caught:
         storage.download("videos/v.mp4", tmp_path / "v", max_bytes=MIB, field="driving_video_path")
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_UNAVAILABLE and caught.value.retryable
     assert "3 attempts" in caught.value.message
     assert s3_proxy.count() == 3
 
@@ -257,12 +267,12 @@ def test_broken_transfer_without_retries_leaves_no_partial_file(
     dest = tmp_path / "v"
     with pytest.raises(WorkerError) as caught:
         storage.download("videos/v.mp4", dest, max_bytes=MIB, field="driving_video_path")
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_UNAVAILABLE
     assert not dest.exists()
 
 
 @pytest.mark.parametrize("code", ["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"])
-def test_refused_credentials_are_storage_error_without_retrying(
+def test_refused_credentials_are_storage_misconfigured_without_retrying(
     s3: S3Bucket, s3_proxy: S3FaultProxy, tmp_path: Path, code: str
 ) -> None:
     s3.put("in/a.png", b"a" * 10)
@@ -277,7 +287,7 @@ def test_refused_credentials_are_storage_error_without_retrying(
         storage.upload(src, "outputs/job.mp4")
 
     for caught in (download_error, upload_error):
-        assert caught.value.code is ErrorCode.STORAGE_ERROR
+        assert caught.value.code is ErrorCode.STORAGE_MISCONFIGURED and not caught.value.retryable
         assert "MINIO_ACCESS_KEY" in caught.value.message and "bucket policy" in caught.value.message
     # A HEAD error has no body, so the SDK reports every 403 there as AccessDenied.
     assert upload_error.value.details["s3_code"] == code
@@ -320,7 +330,7 @@ def test_upload_that_cannot_complete_leaves_nothing_visible(
     with pytest.raises(WorkerError) as caught:
         storage.upload(src, "outputs/job-2.mp4")
 
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_UNAVAILABLE
     assert s3.keys() == []
     assert s3_proxy.count("DELETE") == 1  # the SDK aborted the multipart upload
 
@@ -371,7 +381,7 @@ def test_check_bucket(s3: S3Bucket) -> None:
 
     with pytest.raises(WorkerError) as missing:
         s3.make_storage(bucket="missing-bucket-x").check_bucket()
-    assert missing.value.code is ErrorCode.STORAGE_ERROR
+    assert missing.value.code is ErrorCode.STORAGE_MISCONFIGURED
     assert "MINIO_BUCKET" in missing.value.message
 
 
@@ -382,7 +392,7 @@ def test_check_bucket_reports_an_unreachable_endpoint(s3: S3Bucket) -> None:
     storage = s3.make_storage(f"127.0.0.1:{port}", retries=1)
     with pytest.raises(WorkerError) as caught:
         storage.check_bucket()
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_UNAVAILABLE
     assert "2 attempts" in caught.value.message and "MINIO_ENDPOINT" in caught.value.message
 
 
@@ -390,7 +400,7 @@ def test_check_bucket_reports_refused_credentials(s3: S3Bucket, s3_proxy: S3Faul
     s3_proxy.deny("AccessDenied")
     with pytest.raises(WorkerError) as caught:
         s3.make_storage(s3_proxy.endpoint).check_bucket()
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_MISCONFIGURED
     assert "MINIO_SECRET_KEY" in caught.value.message
     assert s3_proxy.count() == 1
 
@@ -413,6 +423,6 @@ def test_an_object_replaced_during_a_broken_transfer_is_not_stitched_together(
         storage.download(
             "videos/v.mp4", dest, max_bytes=MIB, field="driving_video_path", progress=replace_once
         )
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_ERROR and caught.value.retryable
     assert "changed while it was downloaded" in caught.value.message
     assert not dest.exists()

@@ -65,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
     def route_broken(self, query: dict[str, str]) -> None:
         self._send(503, b"busy")
 
+    def route_busy(self, query: dict[str, str]) -> None:
+        self._send(429, b"slow down")
+
     def route_redirect(self, query: dict[str, str]) -> None:
         self._send(int(query.get("status", "302")), b"", {"Location": query["to"]})
 
@@ -313,7 +316,7 @@ def test_redirect_to_another_allowed_host_is_followed(site: SiteServer, tmp_path
 
 def test_redirect_loops_stop(site: SiteServer, tmp_path: Path) -> None:
     error = fetch_error(site.url("/loop"), tmp_path / "a.png", max_redirects=3)
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is ErrorCode.INPUT_NOT_FOUND and not error.retryable
     assert "more than 3 times" in error.message
     assert len(site.seen) == 4
 
@@ -322,49 +325,53 @@ def test_redirect_loops_stop(site: SiteServer, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "status", "expected"),
+    ("path", "status", "expected", "code"),
     [
-        ("/missing.png", 404, "not found"),
-        ("/gone", 410, "not found"),
-        ("/forbidden", 403, "publicly readable"),
-        ("/broken", 503, "later"),
+        ("/missing.png", 404, "not found", ErrorCode.INPUT_NOT_FOUND),
+        ("/gone", 410, "not found", ErrorCode.INPUT_NOT_FOUND),
+        ("/forbidden", 403, "publicly readable", ErrorCode.INPUT_NOT_FOUND),
+        ("/broken", 503, "later", ErrorCode.SOURCE_UNAVAILABLE),
+        ("/busy", 429, "later", ErrorCode.SOURCE_UNAVAILABLE),
     ],
 )
-def test_http_errors_are_input_not_found_with_the_status(
-    site: SiteServer, tmp_path: Path, path: str, status: int, expected: str
+def test_http_errors_name_their_cause_with_the_status(
+    site: SiteServer, tmp_path: Path, path: str, status: int, expected: str, code: ErrorCode
 ) -> None:
     error = fetch_error(site.url(path) + "?X-Amz-Signature=topsecret", tmp_path / "a.png")
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is code
+    # A missing or private image stays so; a busy server may answer next time.
+    assert error.retryable is (code is ErrorCode.SOURCE_UNAVAILABLE)
+    assert error.to_result()["details"]["retryable"] is error.retryable
     assert error.details["status"] == status
     assert expected in error.message
     assert "topsecret" not in error.message and "topsecret" not in json.dumps(error.details)
 
 
-def test_unreachable_server_is_input_not_found(tmp_path: Path) -> None:
+def test_unreachable_server_is_source_unavailable(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     error = fetch_error(f"http://127.0.0.1:{port}/a.png?sig=topsecret", tmp_path / "a.png")
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is ErrorCode.SOURCE_UNAVAILABLE and error.retryable
     assert "cannot connect" in error.message
     assert "topsecret" not in error.message
 
 
 def test_unresolvable_host_is_input_not_found(tmp_path: Path) -> None:
     error = fetch_error("http://no-such-host.invalid/a.png", tmp_path / "a.png")
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is ErrorCode.INPUT_NOT_FOUND and not error.retryable
     assert "cannot be resolved" in error.message
 
 
 def test_a_body_cut_short_leaves_no_file(site: SiteServer, tmp_path: Path) -> None:
     error = fetch_error(site.url("/cut"), tmp_path / "a.png")
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is ErrorCode.SOURCE_UNAVAILABLE and error.retryable
     assert "connection broke" in error.message
 
 
 def test_a_transfer_over_the_total_time_limit_stops(site: SiteServer, tmp_path: Path) -> None:
     error = fetch_error(site.url("/trickle"), tmp_path / "a.png", total_timeout_s=0.2)
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is ErrorCode.SOURCE_UNAVAILABLE and error.retryable
     assert "too slowly" in error.message
 
 
@@ -493,6 +500,6 @@ def test_https_through_the_pinned_address_verifies_the_host_name(
 def test_https_certificate_for_another_name_is_refused(tls_site: SiteServer, tmp_path: Path) -> None:
     # Same server, same certificate, but asked for as 127.0.0.1: the name check must fail.
     error = fetch_error(tls_site.url("/image.png", scheme="https"), tmp_path / "a.png")
-    assert error.code is ErrorCode.INPUT_NOT_FOUND
+    assert error.code is ErrorCode.SOURCE_UNAVAILABLE and not error.retryable  # a certificate does not heal
     assert "TLS failed" in error.message
     assert tls_site.seen == []

@@ -38,7 +38,7 @@ from worker.contract import (
     sanitize_id,
 )
 from worker.cost import pricing_for
-from worker.errors import ErrorCode, WorkerError
+from worker.errors import ErrorCode, WorkerError, disk_full_error, is_disk_full
 from worker.estimate import TimeModel, figures_for
 from worker.graph.checks import load_checked_workflow
 from worker.graph.chunks import Chunk
@@ -209,7 +209,12 @@ class JobRunner:
         log_event("job_started", job_id, workflow=self.workflow.name)
         progress = ProgressReporter(progress_sink, job_id, self.settings.progress_interval_s)
         try:
-            result = _Job(self, job_id, raw_input, progress, cancel).run()
+            try:
+                result = _Job(self, job_id, raw_input, progress, cancel).run()
+            except Exception as exc:
+                if is_disk_full(exc) and getattr(exc, "code", None) is not ErrorCode.WORKER_DISK_FULL:
+                    raise disk_full_error("writing the job's files") from exc  # whoever reported it
+                raise
         except WorkerError as exc:
             log_event(
                 "job_failed",
@@ -335,7 +340,9 @@ class _Job:
             return None
         copy = work_dir / "existing.mp4"
         with self.clock.measure("download"):
-            self.runner.storage.download(key, copy, max_bytes=max(info.size, 1), field="output")
+            self.runner.storage.download(
+                key, copy, max_bytes=max(info.size, 1), field="output", deadline=self.deadline
+            )
         try:
             video = validate_output(
                 copy,
@@ -380,6 +387,7 @@ class _Job:
                     avatar_src,
                     max_bytes=self.settings.max_image_bytes,
                     field="input_image_minio_path",
+                    deadline=self.deadline,
                 )
             else:
                 assert request.image_url is not None
@@ -388,6 +396,7 @@ class _Job:
                     avatar_src,
                     max_bytes=self.settings.max_image_bytes,
                     allow_private=self.settings.allow_private_urls,
+                    deadline=self.deadline,
                 )
             self._check_time()
             storage.download(
@@ -395,6 +404,7 @@ class _Job:
                 video_src,
                 max_bytes=self.settings.max_video_bytes,
                 field="driving_video_path",
+                deadline=self.deadline,
             )
         self._check_time()
         return avatar_src, video_src

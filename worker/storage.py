@@ -10,6 +10,14 @@ S3 error codes (``RequestTimeout`` is an HTTP 400), does not retry POSTs (multip
 create/complete) nor a body that breaks mid-stream, and does not log through
 ``log_event``. Two stacked layers would also multiply the attempts. Downloads that break
 mid-stream resume from the bytes already on disk, pinned to the object's ETag.
+
+A download given the job's ``deadline`` ends there, whatever the server does: its connections
+are cut at that moment (``worker.netdeadline``) and no retry starts after it (``TIMEOUT``).
+
+Failures name whose problem they are: ``STORAGE_MISCONFIGURED`` (the bucket does not exist, the
+credentials are refused, TLS fails: the deployment's settings), ``STORAGE_UNAVAILABLE`` (no answer,
+5xx, throttling after every retry: may come back), ``STORAGE_ERROR`` (anything else), and
+``WORKER_DISK_FULL`` when the local disk cannot take the download.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
-from worker.errors import ErrorCode, WorkerError
+from worker.errors import ErrorCode, WorkerError, disk_full_error, is_disk_full
 from worker.logs import log_event
+from worker.netdeadline import DeadlinePassed, cut_at, watch_pools
 
 T = TypeVar("T")
 
@@ -42,7 +51,8 @@ READ_TIMEOUT_S = 120.0
 MAX_BACKOFF_S = 30.0
 MAX_PRESIGN_S = 7 * 24 * 3600
 
-NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+NO_BUCKET_CODE = "NoSuchBucket"
 ACCESS_CODES = frozenset(
     {
         "AccessDenied",
@@ -124,7 +134,7 @@ class ObjectInfo:
 def is_transient(exc: BaseException) -> bool:
     """Whether trying the same request again may succeed (the worker's retry policy)."""
     if isinstance(exc, S3Error):
-        if exc.code in NOT_FOUND_CODES or exc.code in ACCESS_CODES:
+        if exc.code in NOT_FOUND_CODES or exc.code in ACCESS_CODES or exc.code == NO_BUCKET_CODE:
             return False
         return exc.code in TRANSIENT_CODES or _status(exc) >= 500
     if isinstance(exc, ServerError | InvalidResponseError):
@@ -182,12 +192,14 @@ class Storage:
         self.backoff_s = max(0.0, backoff_s)
         self.chunk_bytes = chunk_bytes
         self.part_bytes = part_bytes
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
-            retries=False,  # see the module docstring: one retry layer, ours
-            maxsize=10,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=str(ca_certs) if ca_certs else certifi.where(),
+        http = watch_pools(
+            urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+                retries=False,  # see the module docstring: one retry layer, ours
+                maxsize=10,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=str(ca_certs) if ca_certs else certifi.where(),
+            )
         )
         self.client = Minio(
             endpoint,
@@ -223,16 +235,14 @@ class Storage:
                 hint="check MINIO_ENDPOINT, MINIO_USE_SSL and the credentials",
             ) from exc
         if not exists:
-            raise WorkerError(
-                ErrorCode.STORAGE_ERROR,
-                f"bucket {self.bucket!r} does not exist at {self.endpoint}: create it or fix MINIO_BUCKET",
-                details={"bucket": self.bucket, "endpoint": self.endpoint},
-            )
+            raise self._no_bucket()
 
-    def stat(self, key: str) -> ObjectInfo | None:
+    def stat(self, key: str, *, deadline: float | None = None) -> ObjectInfo | None:
         """The object's size, type, ETag and user metadata; ``None`` when there is none."""
         try:
-            obj = self._retrying("stat", key, lambda: self.client.stat_object(self.bucket, key))
+            obj = self._retrying("stat", key, lambda: self.client.stat_object(self.bucket, key), deadline)
+        except DeadlinePassed:
+            raise
         except S3Error as exc:
             if exc.code in NOT_FOUND_CODES:
                 return None
@@ -260,15 +270,49 @@ class Storage:
         max_bytes: int,
         field: str,
         progress: ProgressCallback | None = None,
+        deadline: float | None = None,
     ) -> int:
         """Streams the object to ``dest`` in ``chunk_bytes`` pieces; returns its size.
 
         A transfer that breaks resumes where it stopped (HTTP Range + If-Match on the
         ETag, so a changed object is never stitched together). ``dest`` is removed on
-        any failure. ``progress(done, total)`` is called after every chunk.
+        any failure. ``progress(done, total)`` is called after every chunk. At ``deadline``
+        (``time.monotonic()``, the job's) the download ends as ``TIMEOUT``.
         """
-        info = self.stat(key)
+        started = time.monotonic()
+        with cut_at(deadline) as watch:
+            try:
+                written = self._download(key, dest, max_bytes, field, progress, deadline)
+                if watch.expired:  # a header cut short can read as a complete answer: not trusted
+                    raise DeadlinePassed(key)
+                return written
+            except BaseException as exc:
+                received = dest.stat().st_size if dest.exists() else 0
+                dest.unlink(missing_ok=True)
+                if not isinstance(exc, Exception) or not (watch.expired or isinstance(exc, DeadlinePassed)):
+                    raise
+                raise WorkerError(
+                    ErrorCode.TIMEOUT,
+                    f"{field}: the job's time (JOB_TIMEOUT_S) ran out while {key!r} was still coming from "
+                    f"the storage ({received} bytes in {time.monotonic() - started:.0f} s): "
+                    "the storage answers too slowly",
+                    details={"field": field, "key": key, "bucket": self.bucket, "bytes_received": received},
+                    retryable=True,
+                ) from exc
+
+    def _download(
+        self,
+        key: str,
+        dest: Path,
+        max_bytes: int,
+        field: str,
+        progress: ProgressCallback | None,
+        deadline: float | None,
+    ) -> int:
+        info = self.stat(key, deadline=deadline)
         if info is None:
+            if not self._bucket_exists():
+                raise self._no_bucket()
             raise WorkerError(
                 ErrorCode.INPUT_NOT_FOUND,
                 f"{field}: no object {key!r} in bucket {self.bucket!r}",
@@ -280,13 +324,17 @@ class Storage:
         try:
             with dest.open("wb") as out:
                 self._retrying(
-                    "download", key, lambda: self._stream_to(info, out, max_bytes, field, progress)
+                    "download",
+                    key,
+                    lambda: self._stream_to(info, out, max_bytes, field, progress),
+                    deadline,
                 )
                 written = out.tell()
-        except BaseException as exc:
-            dest.unlink(missing_ok=True)
-            if isinstance(exc, WorkerError) or not isinstance(exc, Exception):
+        except Exception as exc:  # ``download`` removes what was written
+            if isinstance(exc, WorkerError | DeadlinePassed):
                 raise
+            if is_disk_full(exc):
+                raise disk_full_error(f"downloading {field}") from exc
             if isinstance(exc, S3Error) and exc.code in NOT_FOUND_CODES:
                 raise WorkerError(
                     ErrorCode.INPUT_NOT_FOUND,
@@ -298,6 +346,7 @@ class Storage:
                     ErrorCode.STORAGE_ERROR,
                     f"{field}: object {key!r} changed while it was downloaded; submit the job again",
                     details={"field": field, "key": key},
+                    retryable=True,
                 ) from exc
             raise self._storage_error(exc, f"cannot download {field} {key!r}") from exc
         return written
@@ -411,7 +460,7 @@ class Storage:
         if out.tell() != info.size:
             raise http.client.IncompleteRead(b"", info.size - out.tell())
 
-    def _retrying(self, op: str, key: str | None, call: Callable[[], T]) -> T:
+    def _retrying(self, op: str, key: str | None, call: Callable[[], T], deadline: float | None = None) -> T:
         attempt = 0
         while True:
             attempt += 1
@@ -422,6 +471,8 @@ class Storage:
                     raise
                 delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
                 delay *= 0.5 + random.random() / 2  # jitter: workers must not retry in lockstep
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise DeadlinePassed(op) from exc
                 log_event(
                     "storage_retry",
                     level="warning",
@@ -434,17 +485,46 @@ class Storage:
                 )
                 time.sleep(delay)
 
+    def _bucket_exists(self) -> bool:
+        """Whether the bucket is there (asked after a key was not found: S3 answers a HEAD on a key
+        of a missing bucket with a bare 404, as for a missing key). True when the storage does not
+        say, so the caller's own answer stands."""
+        try:
+            return bool(self.client.bucket_exists(self.bucket))
+        except Exception as exc:
+            log_event("storage_bucket_check_failed", level="warning", error=describe_error(exc))
+            return True
+
+    def _no_bucket(self) -> WorkerError:
+        return WorkerError(
+            ErrorCode.STORAGE_MISCONFIGURED,
+            f"bucket {self.bucket!r} does not exist at {self.endpoint}: the deployment's storage is not set "
+            "up; create the bucket or fix MINIO_BUCKET",
+            details={"bucket": self.bucket, "endpoint": self.endpoint},
+        )
+
     def _storage_error(self, exc: BaseException, what: str, *, hint: str | None = None) -> WorkerError:
         details: dict[str, Any] = {"bucket": self.bucket, "endpoint": self.endpoint}
         if isinstance(exc, S3Error):
             details["s3_code"] = exc.code
+        code = ErrorCode.STORAGE_ERROR
+        if isinstance(exc, S3Error) and exc.code == NO_BUCKET_CODE:
+            return self._no_bucket()
+        if is_disk_full(exc):
+            return disk_full_error(what)
         if isinstance(exc, S3Error) and exc.code in ACCESS_CODES:
+            code = ErrorCode.STORAGE_MISCONFIGURED
             reason = (
                 f"the storage refused access ({exc.code}): check MINIO_ACCESS_KEY/MINIO_SECRET_KEY and "
                 f"the bucket policy (the worker needs s3:GetObject, s3:PutObject and s3:ListBucket "
                 f"on {self.bucket!r})"
             )
+        elif isinstance(exc, urllib3.exceptions.SSLError):
+            code = ErrorCode.STORAGE_MISCONFIGURED
+            reason = f"TLS to the storage failed ({describe_error(exc)})"
+            hint = "check MINIO_USE_SSL and the server's certificate"
         elif is_transient(exc):
+            code = ErrorCode.STORAGE_UNAVAILABLE
             reason = f"the storage did not answer after {self.retries + 1} attempts ({describe_error(exc)})"
             hint = hint or "the storage may be overloaded or down; submit the job again later"
         else:
@@ -452,7 +532,7 @@ class Storage:
         message = f"{what}: {reason}"
         if hint:
             message += f"; {hint}"
-        return WorkerError(ErrorCode.STORAGE_ERROR, message, details=details)
+        return WorkerError(code, message, details=details)
 
 
 def _too_large(field: str, key: str, size: int, max_bytes: int, *, streamed: bool = False) -> WorkerError:

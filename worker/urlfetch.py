@@ -16,6 +16,15 @@ Server-side request forgery defence, applied to the first URL and to every redir
 ``allow_private`` (``ALLOW_PRIVATE_URLS``) lifts the check for private, loopback, CGNAT
 and unique-local addresses only; link-local addresses (cloud metadata at
 169.254.169.254), multicast, unspecified and reserved addresses stay refused.
+
+Time: ``total_timeout_s`` bounds the whole download, redirects included, and the job's deadline
+bounds it too; both are enforced during every read (``worker.netdeadline`` cuts the connection),
+so a server that trickles its headers or body ends the download on time.
+
+Failures say what a client can do: ``INPUT_NOT_FOUND`` (404/410, 401/403, a host that does not
+exist: fix the URL), ``SOURCE_UNAVAILABLE`` (5xx/429, refused or broken connections, timeouts,
+too slow, TLS: ``details.retryable`` says whether sending the job again may help), ``TIMEOUT``
+(the job's own deadline came first).
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from worker.errors import ErrorCode, WorkerError
+from worker.errors import ErrorCode, WorkerError, disk_full_error, is_disk_full
 from worker.logs import log_event, redact_url
+from worker.netdeadline import DeadlinePassed, cut_at, time_left, watch_pools
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -43,6 +53,10 @@ USER_AGENT = "wan-animate-worker (+image fetch)"
 _QUERY = re.compile(r"\?[^\s'\")]*")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# getaddrinfo's answers for a name that does not exist (others, such as EAI_AGAIN, may pass).
+_NO_SUCH_HOST = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code
+)
 # Cloud metadata services outside the link-local ranges (AWS IPv6, Alibaba).
 _METADATA = (ipaddress.ip_network("fd00:ec2::254/128"), ipaddress.ip_network("100.100.100.200/32"))
 
@@ -90,37 +104,52 @@ def fetch_url(
     max_redirects: int = 5,
     total_timeout_s: float = 300.0,
     field: str = "input_image_url",
+    deadline: float | None = None,
 ) -> int:
     """Streams ``url`` to ``dest``; returns the number of bytes written.
 
-    ``timeout_s`` bounds connecting and each read; ``total_timeout_s`` the whole transfer.
-    ``dest`` is removed on any failure.
+    ``timeout_s`` bounds connecting and each read; ``total_timeout_s`` the whole transfer, redirects
+    included (past it: ``SOURCE_UNAVAILABLE``); ``deadline`` (``time.monotonic()``) is the job's:
+    reaching it first ends the download as ``TIMEOUT``. ``dest`` is removed on any failure.
     """
-    fetch = _Fetch(field, allow_private, timeout_s)
-    deadline = time.monotonic() + total_timeout_s
+    started = time.monotonic()
+    job_first = deadline is not None and deadline < started + total_timeout_s
+    limit = deadline if deadline is not None and job_first else started + total_timeout_s
+    fetch = _Fetch(field, allow_private, timeout_s, limit)
     dest.parent.mkdir(parents=True, exist_ok=True)
     current = url
     try:
-        with requests.Session() as session:
+        with cut_at(limit) as watch, requests.Session() as session:
             session.trust_env = False
-            for _hop in range(max_redirects + 1):
-                response = fetch.open(session, current)
-                with response:
-                    if response.status_code in REDIRECT_STATUSES:
-                        location = response.headers.get("Location")
-                        if not location:
-                            raise fetch.unavailable(
-                                current, f"answered HTTP {response.status_code} without a Location"
-                            )
-                        following = urljoin(current, location)
-                        log_event("url_redirect", url=_shown(current), location=_shown(following))
-                        current = following
-                        continue
-                    fetch.check_status(current, response)
-                    written = fetch.save(current, response, dest, max_bytes, deadline)
-                    log_event("url_fetched", url=_shown(current), bytes=written)
-                    return written
-            raise fetch.unavailable(url, f"redirected more than {max_redirects} times")
+            try:
+                for _hop in range(max_redirects + 1):
+                    response = fetch.open(session, current)
+                    with response:
+                        if response.status_code in REDIRECT_STATUSES:
+                            location = response.headers.get("Location")
+                            if not location:
+                                raise fetch.not_found(
+                                    current, f"answered HTTP {response.status_code} without a Location"
+                                )
+                            following = urljoin(current, location)
+                            log_event("url_redirect", url=_shown(current), location=_shown(following))
+                            current = following
+                            continue
+                        fetch.check_status(current, response)
+                        written = fetch.save(current, response, dest, max_bytes)
+                        if watch.expired:  # a cut connection can look like a complete, empty answer
+                            raise DeadlinePassed(current)
+                        log_event("url_fetched", url=_shown(current), bytes=written)
+                        return written
+                raise fetch.not_found(url, f"redirected more than {max_redirects} times")
+            except Exception as exc:
+                if watch.expired or isinstance(exc, DeadlinePassed) or time.monotonic() >= limit:
+                    raise fetch.too_slow(
+                        current, dest, job_deadline=job_first, elapsed_s=time.monotonic() - started
+                    ) from exc
+                if is_disk_full(exc):
+                    raise disk_full_error(f"saving {field}") from exc
+                raise
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
@@ -136,6 +165,10 @@ class _PinnedAdapter(HTTPAdapter):
         self.address = address
         self.hostname = hostname
 
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        watch_pools(self.poolmanager)  # the fetch's deadline can cut its connections
+
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -148,10 +181,11 @@ class _PinnedAdapter(HTTPAdapter):
 
 
 class _Fetch:
-    def __init__(self, field: str, allow_private: bool, timeout_s: float) -> None:
+    def __init__(self, field: str, allow_private: bool, timeout_s: float, deadline: float) -> None:
         self.field = field
         self.allow_private = allow_private
         self.timeout_s = timeout_s
+        self.deadline = deadline
         self.adapters: list[_PinnedAdapter] = []
 
     def close(self) -> None:
@@ -176,13 +210,15 @@ class _Fetch:
             self.adapters.append(adapter)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            # A connect cannot be cut (worker.netdeadline): it gets no more than the time left.
+            timeout = time_left(self.deadline, self.timeout_s)
             try:
-                return session.send(
-                    request, stream=True, timeout=(self.timeout_s, self.timeout_s), allow_redirects=False
-                )
+                return session.send(request, stream=True, timeout=(timeout, timeout), allow_redirects=False)
             except requests.exceptions.SSLError as exc:
                 raise self.unavailable(
-                    url, f"TLS failed ({_short(exc)}); the site needs a valid certificate"
+                    url,
+                    f"TLS failed ({_short(exc)}); the site needs a valid certificate",
+                    retryable=False,
                 ) from exc
             except requests.ConnectionError as exc:  # refused, unreachable, connect timeout: next address
                 last_error = exc
@@ -198,6 +234,12 @@ class _Fetch:
         status = response.status_code
         if status == 200:
             return
+        if status == 429 or status >= 500:
+            raise self.unavailable(
+                url,
+                f"failed with HTTP {status}; the server may be busy, submit the job again later",
+                status=status,
+            )
         if status in (404, 410):
             problem = f"returned HTTP {status} (not found); check the URL"
         elif status in (401, 403):
@@ -205,13 +247,11 @@ class _Fetch:
                 f"refused access (HTTP {status}); the URL must be publicly readable or carry a valid, "
                 "unexpired signature"
             )
-        elif status == 429 or status >= 500:
-            problem = f"failed with HTTP {status}; the server may be busy, submit the job again later"
         else:
             problem = f"answered HTTP {status} instead of 200 with the image"
-        raise self.unavailable(url, problem, status=status)
+        raise self.not_found(url, problem, status=status)
 
-    def save(self, url: str, response: requests.Response, dest: Path, max_bytes: int, deadline: float) -> int:
+    def save(self, url: str, response: requests.Response, dest: Path, max_bytes: int) -> int:
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         declared = response.headers.get("Content-Length", "").strip()
         # With a Content-Encoding the header counts compressed bytes; the stream cap still applies.
@@ -225,21 +265,55 @@ class _Fetch:
                     if written > max_bytes:
                         raise self._too_large(url, max_bytes)
                     out.write(chunk)
-                    if time.monotonic() > deadline:
-                        raise self.unavailable(url, "sent the file too slowly (the download took too long)")
+                    if time.monotonic() >= self.deadline:
+                        raise DeadlinePassed(url)
         except requests.RequestException as exc:
             raise self.unavailable(url, f"the connection broke during the download ({_short(exc)})") from exc
         return written
 
-    def unavailable(self, url: str, problem: str, *, status: int | None = None) -> WorkerError:
-        details: dict[str, Any] = {"field": self.field, "url": _shown(url)}
-        if status is not None:
-            details["status"] = status
+    def not_found(self, url: str, problem: str, *, status: int | None = None) -> WorkerError:
+        """INPUT_NOT_FOUND: the URL does not lead to the image; only another URL helps."""
         return WorkerError(
             ErrorCode.INPUT_NOT_FOUND,
             f"{self.field}: {_shown(url)} {problem}",
+            details=self._details(url, status),
+        )
+
+    def unavailable(
+        self, url: str, problem: str, *, status: int | None = None, retryable: bool = True
+    ) -> WorkerError:
+        """SOURCE_UNAVAILABLE: the server behind the URL is down, busy, slow or broken."""
+        return WorkerError(
+            ErrorCode.SOURCE_UNAVAILABLE,
+            f"{self.field}: {_shown(url)} {problem}",
+            details=self._details(url, status),
+            retryable=retryable,
+        )
+
+    def too_slow(self, url: str, dest: Path, *, job_deadline: bool, elapsed_s: float) -> WorkerError:
+        """The time ran out: the job's (TIMEOUT) or the fetch's own limit (SOURCE_UNAVAILABLE)."""
+        received = dest.stat().st_size if dest.exists() else 0
+        details = {**self._details(url, None), "bytes_received": received, "elapsed_s": round(elapsed_s, 1)}
+        if job_deadline:
+            return WorkerError(
+                ErrorCode.TIMEOUT,
+                f"{self.field}: the job's time (JOB_TIMEOUT_S) ran out while {_shown(url)} was still "
+                f"sending the file ({received} bytes in {elapsed_s:.0f} s)",
+                details=details,
+                retryable=True,
+            )
+        return WorkerError(
+            ErrorCode.SOURCE_UNAVAILABLE,
+            f"{self.field}: {_shown(url)} sent the file too slowly: not complete after {elapsed_s:.0f} s "
+            f"({received} bytes); use a faster host or put the image into MinIO",
             details=details,
         )
+
+    def _details(self, url: str, status: int | None) -> dict[str, Any]:
+        details: dict[str, Any] = {"field": self.field, "url": _shown(url)}
+        if status is not None:
+            details["status"] = status
+        return details
 
     def _prepare(self, url: str) -> tuple[requests.PreparedRequest, str, int]:
         try:
@@ -269,11 +343,17 @@ class _Fetch:
     def _resolve(self, url: str, hostname: str, port: int) -> list[str]:
         try:
             infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if exc.errno in _NO_SUCH_HOST:
+                raise self.not_found(
+                    url, f"has a host that cannot be resolved ({exc}); check the URL"
+                ) from None
+            raise self.unavailable(url, f"has a host that cannot be resolved now ({exc})") from None
         except (OSError, UnicodeError) as exc:
-            raise self.unavailable(url, f"has a host that cannot be resolved ({exc})") from None
+            raise self.not_found(url, f"has a host that cannot be resolved ({exc}); check the URL") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
-            raise self.unavailable(url, "has a host without addresses")
+            raise self.not_found(url, "has a host without addresses")
         return addresses
 
     def _not_allowed(self, url: str, problem: str) -> WorkerError:

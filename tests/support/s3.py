@@ -29,7 +29,8 @@ Fixtures (names are stable; other tests rely on them):
     request and can inject faults: ``fail_next(count, status=503, code="SlowDown",
     method=None, path_contains=None)``, ``deny(code="AccessDenied")`` (every request from
     then on), ``cut_next_get(after_bytes)`` (send the headers and only part of the body,
-    then drop the connection), ``understate_next_head(length)``. Use with
+    then drop the connection), ``understate_next_head(length)``, ``trickle_next(method, interval_s)``
+    (forward, then send the answer one byte every ``interval_s``: a storage that hardly moves). Use with
     ``s3.make_storage(s3_proxy.endpoint)``; ``requests`` and ``count(method)`` tell what
     reached it.
 """
@@ -42,6 +43,7 @@ import io
 import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -180,6 +182,7 @@ class _Fault:
     code: str | None = "SlowDown"
     cut_after_bytes: int | None = None
     head_length: int | None = None
+    trickle_s: float | None = None
     method: str | None = None
     path_contains: str | None = None
 
@@ -190,7 +193,7 @@ class _Fault:
 
     @property
     def forwards(self) -> bool:
-        return self.cut_after_bytes is not None or self.head_length is not None
+        return self.cut_after_bytes is not None or self.head_length is not None or self.trickle_s is not None
 
 
 class S3FaultProxy:
@@ -240,6 +243,12 @@ class S3FaultProxy:
         with self._lock:
             self._faults.append(_Fault(cut_after_bytes=after_bytes, method="GET"))
 
+    def trickle_next(self, method: str, interval_s: float) -> None:
+        """The next ``method`` request is forwarded, and its answer (status line, headers and body)
+        sent one byte every ``interval_s`` until it is complete or the client hangs up."""
+        with self._lock:
+            self._faults.append(_Fault(trickle_s=interval_s, method=method))
+
     def deny(self, code: str = "AccessDenied") -> None:
         with self._lock:
             self._deny_code = code
@@ -288,6 +297,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream.request(self.command, self.path, body=body or None, headers=forward)
             response = upstream.getresponse()
             payload = response.read()
+            if fault is not None and fault.trickle_s is not None:
+                self._trickle(response, payload, fault.trickle_s)
+                return
             self.send_response(response.status)
             for name, value in response.getheaders():
                 if name.lower() not in _HOP_BY_HOP:
@@ -308,6 +320,22 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         finally:
             upstream.close()
+
+    def _trickle(self, response: http.client.HTTPResponse, payload: bytes, interval_s: float) -> None:
+        head = f"HTTP/1.1 {response.status} {response.reason}\r\n"
+        for name, value in response.getheaders():
+            if name.lower() not in _HOP_BY_HOP:
+                head += f"{name}: {value}\r\n"
+        length = response.getheader("Content-Length") if self.command == "HEAD" else len(payload)
+        head += f"Content-Length: {length or 0}\r\nConnection: close\r\n\r\n"
+        answer = head.encode() + (b"" if self.command == "HEAD" else payload)
+        self.close_connection = True
+        try:
+            for index in range(len(answer)):
+                self.wfile.write(answer[index : index + 1])
+                time.sleep(interval_s)
+        except OSError:  # the client gave up
+            pass
 
     def _send_error(self, fault: _Fault) -> None:
         if fault.code is None:
