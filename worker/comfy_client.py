@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
-from worker.errors import ErrorCode, WorkerError
+from worker.errors import ErrorCode, WorkerError, disk_full_error, mentions_disk_full
 from worker.logs import log_event, redact_url
 
 # Where ComfyUI nodes report files: core SaveVideo/SaveImage under "images",
@@ -856,6 +856,8 @@ def _generation_error(event: dict[str, Any], prompt_id: str) -> WorkerError:
     }
     if exception_type.rpartition(".")[2] == LORA_MISMATCH_ERROR:
         return _lora_mismatch(details, first_line)
+    if mentions_disk_full(exception_message):  # ComfyUI shares the worker's disk
+        return disk_full_error(f"ComfyUI node {node_id} ({node_type}) writing its output")
     if out_of_memory:
         message = f"GPU out of memory in ComfyUI node {node_id} ({node_type}): {first_line}"
     else:
