@@ -21,6 +21,7 @@ from localdev.fake_comfyui import FakeComfyUI
 from localdev.media_fixtures import make_driving_video
 from tests.support.comfy import worker_env
 from tests.support.s3 import S3Bucket, S3FaultProxy
+from tests.support.trickle import send_trickled
 from worker.config import Settings
 from worker.errors import ErrorCode, WorkerError
 from worker.job import JobRunner
@@ -46,13 +47,7 @@ class _Trickler(BaseHTTPRequestHandler):
             answer = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"p" * 200
         else:  # a declared length, then the body a byte at a time (one read never completes)
             answer = b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + b"b" * 200
-        self.close_connection = True
-        try:
-            for index in range(len(answer)):
-                self.wfile.write(answer[index : index + 1])
-                time.sleep(TRICKLE_S)
-        except OSError:  # the client hung up
-            pass
+        send_trickled(self, answer, TRICKLE_S)
 
 
 @pytest.fixture

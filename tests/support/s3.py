@@ -43,7 +43,6 @@ import io
 import logging
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ import pytest
 from minio import Minio
 from moto.server import ThreadedMotoServer
 
+from tests.support.trickle import send_trickled
 from worker.storage import Storage
 
 ACCESS_KEY = "test-access-key"
@@ -328,14 +328,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 head += f"{name}: {value}\r\n"
         length = response.getheader("Content-Length") if self.command == "HEAD" else len(payload)
         head += f"Content-Length: {length or 0}\r\nConnection: close\r\n\r\n"
-        answer = head.encode() + (b"" if self.command == "HEAD" else payload)
-        self.close_connection = True
-        try:
-            for index in range(len(answer)):
-                self.wfile.write(answer[index : index + 1])
-                time.sleep(interval_s)
-        except OSError:  # the client gave up
-            pass
+        send_trickled(self, head.encode() + (b"" if self.command == "HEAD" else payload), interval_s)
 
     def _send_error(self, fault: _Fault) -> None:
         if fault.code is None:
