@@ -46,11 +46,20 @@ def file_sha256(path: Path) -> str:
 
 
 class ChunkStore:
-    def __init__(self, storage: Storage, prefix: str, job_id: str, job_fingerprint: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        prefix: str,
+        job_id: str,
+        job_fingerprint: str,
+        *,
+        deadline: float | None = None,
+    ) -> None:
         self.storage = storage
         self.folder = f"{prefix}/{sanitize_id(job_id)}/"
         self.fingerprint = job_fingerprint
         self.job_id = job_id
+        self.deadline = deadline  # the job's: a kept chunk's download ends there (TIMEOUT)
 
     def video_key(self, chunk: Chunk) -> str:
         return f"{self.folder}chunk-{chunk.index:04d}.mp4"
@@ -95,11 +104,15 @@ class ChunkStore:
         self.storage.upload(video, self.video_key(chunk), content_type="video/mp4", metadata=metadata)
 
     def fetch_video(self, chunk: Chunk, dest: Path, *, width: int, height: int) -> None:
-        self.storage.download(self.video_key(chunk), dest, max_bytes=MAX_CHUNK_BYTES, field="chunk")
+        self.storage.download(
+            self.video_key(chunk), dest, max_bytes=MAX_CHUNK_BYTES, field="chunk", deadline=self.deadline
+        )
         check_chunk(dest, frames=chunk.frames, width=width, height=height)
 
     def fetch_motion(self, chunk: Chunk, dest: Path) -> None:
-        self.storage.download(self.motion_key(chunk), dest, max_bytes=MAX_CHUNK_BYTES, field="chunk")
+        self.storage.download(
+            self.motion_key(chunk), dest, max_bytes=MAX_CHUNK_BYTES, field="chunk", deadline=self.deadline
+        )
 
     def clear(self) -> None:
         """Removes the job's chunks (after its output is uploaded)."""

@@ -457,7 +457,13 @@ class _Job:
             return generated
         store = None
         if len(chunks) > 1:
-            store = ChunkStore(runner.storage, self.settings.scratch_prefix, self.job_id, job_fingerprint)
+            store = ChunkStore(
+                runner.storage,
+                self.settings.scratch_prefix,
+                self.job_id,
+                job_fingerprint,
+                deadline=self.deadline,
+            )
             self.chunk_store = store
         parts = [work_dir / f"chunk-{chunk.index:04d}.mp4" for chunk in chunks]
         done = self._resumed_chunks(store, chunks, parts) if store is not None else 0
@@ -521,6 +527,8 @@ class _Job:
                 with self.clock.measure("download"):
                     store.fetch_video(chunk, parts[chunk.index - 1], width=OUTPUT.width, height=OUTPUT.height)
             except WorkerError as exc:
+                if exc.code is ErrorCode.TIMEOUT:  # the job's time is up: nothing left to regenerate with
+                    raise
                 log_event("chunk_not_reused", self.job_id, chunk=chunk.index, reason=exc.message)
                 return chunk.index - 1
         if done:
