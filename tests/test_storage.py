@@ -291,7 +291,12 @@ def test_refused_credentials_are_storage_misconfigured_without_retrying(
         assert "MINIO_ACCESS_KEY" in caught.value.message and "bucket policy" in caught.value.message
     # A HEAD error has no body, so the SDK reports every 403 there as AccessDenied.
     assert upload_error.value.details["s3_code"] == code
-    assert s3_proxy.count() == 2
+    # No retry: the download's HEAD, the upload's PUT and its look at the key afterwards.
+    assert [(r.method, r.path.split("?")[0].rsplit("/", 1)[-1]) for r in s3_proxy.requests] == [
+        ("HEAD", "a.png"),
+        ("PUT", "job.mp4"),
+        ("HEAD", "job.mp4"),
+    ]
     assert s3.keys() == ["in/a.png"]
 
 
@@ -346,6 +351,66 @@ def test_upload_retries_a_failed_completion(s3: S3Bucket, s3_proxy: S3FaultProxy
 
     assert s3.keys() == ["outputs/job-3.mp4"]
     assert s3.get_bytes("outputs/job-3.mp4") == data
+
+
+@pytest.mark.parametrize(
+    ("size", "lost"),
+    [(64 * 1024, {"method": "PUT"}), (6 * MIB, {"method": "POST", "path_contains": "uploadId="})],
+    ids=["put", "multipart-completion"],
+)
+def test_an_upload_whose_answers_were_lost_is_found_in_the_bucket(
+    s3: S3Bucket,
+    s3_proxy: S3FaultProxy,
+    tmp_path: Path,
+    log_lines: io.StringIO,
+    size: int,
+    lost: dict[str, str],
+) -> None:
+    data = os.urandom(size)
+    src = tmp_path / "final.mp4"
+    src.write_bytes(data)
+    s3_proxy.lose_next_answer(2, **lost)  # every attempt reaches the bucket; no answer comes back
+    storage = s3.make_storage(s3_proxy.endpoint, part_bytes=5 * MIB, retries=1)
+
+    storage.upload(src, "outputs/job-4.mp4", metadata={"frames": "49"})
+
+    assert s3.get_bytes("outputs/job-4.mp4") == data
+    assert s3.keys() == ["outputs/job-4.mp4"]
+    [confirmed] = events(log_lines, "storage_upload_confirmed")
+    assert confirmed["minio_key"] == "outputs/job-4.mp4"
+
+
+def test_after_a_failed_upload_nothing_else_is_left_at_the_key(
+    s3: S3Bucket, s3_proxy: S3FaultProxy, tmp_path: Path
+) -> None:
+    s3.put("outputs/job-5.mp4", b"another request's video", metadata={"frames": "49"})
+    src = tmp_path / "final.mp4"
+    src.write_bytes(os.urandom(64 * 1024))
+    s3_proxy.fail_next(2, method="PUT", status=503, code="SlowDown")
+    storage = s3.make_storage(s3_proxy.endpoint, retries=1)
+
+    with pytest.raises(WorkerError) as caught:
+        storage.upload(src, "outputs/job-5.mp4", metadata={"frames": "49"})
+
+    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert s3.keys() == []
+
+
+def test_after_a_failed_upload_the_same_bytes_under_other_metadata_are_removed(
+    s3: S3Bucket, s3_proxy: S3FaultProxy, tmp_path: Path
+) -> None:
+    """Not what this upload sent (an earlier request's metadata): not taken for it, removed."""
+    src = tmp_path / "final.mp4"
+    src.write_bytes(os.urandom(64 * 1024))
+    s3.put("outputs/job-6.mp4", src.read_bytes(), metadata={"frames": "48"})
+    s3_proxy.fail_next(1, method="PUT", status=503, code="SlowDown")
+    storage = s3.make_storage(s3_proxy.endpoint, retries=0)
+
+    with pytest.raises(WorkerError) as caught:
+        storage.upload(src, "outputs/job-6.mp4", metadata={"frames": "49"})
+
+    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert s3.keys() == []
 
 
 def test_upload_rejects_an_unsafe_key(s3: S3Bucket, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ credentials are refused, TLS fails: the deployment's settings), ``STORAGE_UNAVAI
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import random
 import time
@@ -363,7 +364,9 @@ class Storage:
 
         A failed multipart upload is aborted by the SDK; should the abort fail too, the
         parts stay invisible until the bucket's lifecycle rule for incomplete uploads
-        removes them.
+        removes them. After an error the key is looked at: a request that reached the bucket
+        and only lost its answer leaves exactly ``src`` there (size, ETag, metadata): that is
+        success; anything else there is removed (``_settle_failed_upload``).
         """
         key = validate_key(key, field="output key")
         size = src.stat().st_size
@@ -382,7 +385,8 @@ class Storage:
                 ),
             )
         except Exception as exc:
-            raise self._storage_error(exc, f"cannot upload the output to {key!r}") from exc
+            if not self._settle_failed_upload(src, key, metadata or {}, exc):
+                raise self._storage_error(exc, f"cannot upload the output to {key!r}") from exc
         log_event("storage_uploaded", minio_key=key, bytes=size, content_type=content_type)
 
     def list_keys(self, prefix: str) -> list[str]:
@@ -422,6 +426,33 @@ class Storage:
         return self._presign(self.client, key, expires_s)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _settle_failed_upload(self, src: Path, key: str, metadata: dict[str, str], exc: Exception) -> bool:
+        """True when the failed upload is in the bucket after all, exactly as sent; otherwise
+        whatever sits at ``key`` is removed (best effort: the storage may be down)."""
+        try:
+            found = self.stat(key)
+        except WorkerError as stat_error:
+            log_event("storage_upload_unsettled", level="warning", minio_key=key, error=stat_error.message)
+            return False
+        if found is None:
+            return False
+        sent = {name.lower(): value for name, value in metadata.items()}
+        exact = (
+            found.size == src.stat().st_size
+            and found.etag == upload_etag(src, self.part_bytes)
+            and all(found.metadata.get(name) == value for name, value in sent.items())
+        )
+        if exact:
+            log_event("storage_upload_confirmed", minio_key=key, error=describe_error(exc))
+            return True
+        try:
+            self.delete([key])
+        except WorkerError as delete_error:
+            log_event(
+                "storage_upload_not_removed", level="warning", minio_key=key, error=delete_error.message
+            )
+        return False
 
     def _presign(self, client: Minio, key: str, expires_s: int) -> str:
         try:
@@ -533,6 +564,19 @@ class Storage:
         if hint:
             message += f"; {hint}"
         return WorkerError(code, message, details=details)
+
+
+def upload_etag(path: Path, part_bytes: int) -> str:
+    """The ETag S3 gives ``path`` uploaded as ``upload`` does: the MD5 of a single PUT (size up to
+    ``part_bytes``), else the MD5 of the parts' MD5s and the part count (``…-3``). Servers that
+    encrypt objects give other ETags: an upload that lost its answer there is then removed."""
+    digests = []
+    with path.open("rb") as handle:
+        while part := handle.read(part_bytes):
+            digests.append(hashlib.md5(part, usedforsecurity=False).digest())
+    if len(digests) <= 1:
+        return (digests[0] if digests else hashlib.md5(b"", usedforsecurity=False).digest()).hex()
+    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
 def _too_large(field: str, key: str, size: int, max_bytes: int, *, streamed: bool = False) -> WorkerError:

@@ -30,7 +30,9 @@ Fixtures (names are stable; other tests rely on them):
     method=None, path_contains=None)``, ``deny(code="AccessDenied")`` (every request from
     then on), ``cut_next_get(after_bytes)`` (send the headers and only part of the body,
     then drop the connection), ``understate_next_head(length)``, ``trickle_next(method, interval_s)``
-    (forward, then send the answer one byte every ``interval_s``: a storage that hardly moves). Use with
+    (forward, then send the answer one byte every ``interval_s``: a storage that hardly moves),
+    ``lose_next_answer(count, method=None, path_contains=None)`` (the request reaches moto, its answer
+    is never sent: the connection is closed instead, as when a network drops it). Use with
     ``s3.make_storage(s3_proxy.endpoint)``; ``requests`` and ``count(method)`` tell what
     reached it.
 """
@@ -183,6 +185,7 @@ class _Fault:
     cut_after_bytes: int | None = None
     head_length: int | None = None
     trickle_s: float | None = None
+    lose_answer: bool = False
     method: str | None = None
     path_contains: str | None = None
 
@@ -193,7 +196,12 @@ class _Fault:
 
     @property
     def forwards(self) -> bool:
-        return self.cut_after_bytes is not None or self.head_length is not None or self.trickle_s is not None
+        return (
+            self.cut_after_bytes is not None
+            or self.head_length is not None
+            or self.trickle_s is not None
+            or self.lose_answer
+        )
 
 
 class S3FaultProxy:
@@ -249,6 +257,16 @@ class S3FaultProxy:
         with self._lock:
             self._faults.append(_Fault(trickle_s=interval_s, method=method))
 
+    def lose_next_answer(
+        self, count: int, *, method: str | None = None, path_contains: str | None = None
+    ) -> None:
+        """The next ``count`` matching requests are forwarded and done by moto, but their answers
+        are dropped: the client's connection is closed before any byte of the response."""
+        with self._lock:
+            self._faults.extend(
+                _Fault(lose_answer=True, method=method, path_contains=path_contains) for _ in range(count)
+            )
+
     def deny(self, code: str = "AccessDenied") -> None:
         with self._lock:
             self._deny_code = code
@@ -297,6 +315,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream.request(self.command, self.path, body=body or None, headers=forward)
             response = upstream.getresponse()
             payload = response.read()
+            if fault is not None and fault.lose_answer:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if fault is not None and fault.trickle_s is not None:
                 self._trickle(response, payload, fault.trickle_s)
                 return
