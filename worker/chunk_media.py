@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,15 @@ SLICE_PRESET = "ultrafast"  # lossless either way; this one is the fastest
 
 
 def cut_slice(
-    src: Path, dest: Path, *, start: int, real_frames: int, reflected: int, total_frames: int, fps: int
+    src: Path,
+    dest: Path,
+    *,
+    start: int,
+    real_frames: int,
+    reflected: int,
+    total_frames: int,
+    fps: int,
+    cancel: threading.Event | None = None,
 ) -> int:
     """Frames ``start .. start + real_frames - 1`` of ``src`` (``total_frames`` long), then
     ``reflected`` frames walking back from its last frame (``N-2, N-3, ...``); frames written."""
@@ -84,7 +93,9 @@ def cut_slice(
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_path(dest) as partial:
-        _run_ffmpeg(ffmpeg.output(video, str(partial), **options), what=what, paths=[src, partial])
+        _run_ffmpeg(
+            ffmpeg.output(video, str(partial), **options), what=what, paths=[src, partial], cancel=cancel
+        )
         written = _probe(partial, what=what, code=ErrorCode.INTERNAL_ERROR).info.frames
         if written != frames:
             raise WorkerError(
@@ -95,7 +106,16 @@ def cut_slice(
     return frames
 
 
-def encode_frames(raw: Path, dest: Path, *, width: int, height: int, frames: int, fps: int) -> None:
+def encode_frames(
+    raw: Path,
+    dest: Path,
+    *,
+    width: int,
+    height: int,
+    frames: int,
+    fps: int,
+    cancel: threading.Event | None = None,
+) -> None:
     """Raw rgb24 frames (``frames`` x ``height`` x ``width`` x 3 bytes) to an H.264 MP4."""
     expected = frames * width * height * 3
     size = raw.stat().st_size
@@ -131,6 +151,7 @@ def encode_frames(raw: Path, dest: Path, *, width: int, height: int, frames: int
             what=what,
             paths=[raw, partial],
             code=ErrorCode.OUTPUT_INVALID,
+            cancel=cancel,
         )
         check_chunk(partial, frames=frames, width=width, height=height)
 
@@ -148,7 +169,7 @@ def check_chunk(path: Path, *, frames: int, width: int, height: int) -> None:
         )
 
 
-def join_chunks(parts: list[Path], dest: Path, *, fps: int) -> None:
+def join_chunks(parts: list[Path], dest: Path, *, fps: int, cancel: threading.Event | None = None) -> None:
     """The chunks' videos in order as one MP4, streams copied (``concat`` demuxer).
 
     The demuxer offsets each part by its container duration, rounded to the millisecond (40
@@ -178,6 +199,7 @@ def join_chunks(parts: list[Path], dest: Path, *, fps: int) -> None:
                 what="the chunks' videos",
                 paths=[*parts, partial],
                 code=ErrorCode.OUTPUT_INVALID,
+                cancel=cancel,
             )
     finally:
         Path(listing.name).unlink(missing_ok=True)

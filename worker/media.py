@@ -54,9 +54,10 @@ import math
 import os
 import re
 import subprocess
+import threading
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -68,6 +69,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from worker.contract import OUTPUT, frames_for
 from worker.errors import ErrorCode, WorkerError, disk_full_error, mentions_disk_full
+from worker.ffmpeg_process import FfmpegStopped, run_ffmpeg
 from worker.logs import log_event
 from worker.probe import ProbeError, ffprobe
 
@@ -557,9 +559,12 @@ def conform_driving_video(
     fps: int = OUTPUT.fps,
     max_duration_s: float,
     framing: str = "fit",
+    cancel: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DrivingVideo:
     """Re-encode the driving video to exactly ``width``x``height`` at ``fps``/1 CFR (see the module
-    docstring for the frame count N) as H.264 yuv420p BT.709 + AAC 48 kHz stereo when it has audio."""
+    docstring for the frame count N) as H.264 yuv420p BT.709 + AAC 48 kHz stereo when it has audio.
+    ``on_progress(done, N)`` follows ffmpeg's frame count; a set ``cancel`` stops ffmpeg (CANCELLED)."""
     if framing not in FRAMINGS:
         raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
     what = "the driving video"
@@ -590,7 +595,13 @@ def conform_driving_video(
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_path(dest) as partial:
-        _run_ffmpeg(ffmpeg.output(*streams, str(partial), **options), what=what, paths=[src, partial])
+        _run_ffmpeg(
+            ffmpeg.output(*streams, str(partial), **options),
+            what=what,
+            paths=[src, partial],
+            cancel=cancel,
+            on_frames=None if on_progress is None else lambda done: on_progress(min(done, frames), frames),
+        )
         result = _probe(partial, what="the conformed driving video", code=ErrorCode.INVALID_MEDIA)
         problems = _problems(
             result, width=width, height=height, fps=fps, frames=frames, has_audio=source.has_audio
@@ -772,7 +783,9 @@ _BT709_SPS = "h264_metadata=" + ":".join(
 )
 
 
-def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
+def finalize_output(
+    raw: Path, driving: DrivingVideo, dest: Path, *, cancel: threading.Event | None = None
+) -> VideoInfo:
     """The deliverable: ``raw`` (what ComfyUI made) cut to ``driving.frames`` frames, with the
     conformed driving audio (when there is some), ``+faststart``, checked by validate_output.
 
@@ -831,6 +844,7 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
             what=what,
             paths=[raw, cut],
             code=ErrorCode.OUTPUT_INVALID,
+            cancel=cancel,
         )
         streams = [media_input(cut)["v:0"]]
         if driving.has_audio:
@@ -841,6 +855,7 @@ def finalize_output(raw: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
             what="the output video",
             paths=[cut, driving.path, partial],
             code=ErrorCode.OUTPUT_INVALID,
+            cancel=cancel,
         )
         info = validate_output(
             partial,
@@ -948,8 +963,15 @@ def cpu_threads() -> int:
 
 
 def _run_ffmpeg(
-    stream: Any, *, what: str, paths: Sequence[Path], code: ErrorCode = ErrorCode.INVALID_MEDIA
+    stream: Any,
+    *,
+    what: str,
+    paths: Sequence[Path],
+    code: ErrorCode = ErrorCode.INVALID_MEDIA,
+    cancel: threading.Event | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> None:
+    """Runs ffmpeg; a set ``cancel`` stops it at once (CANCELLED), ``on_frames`` hears its frame count."""
     args = stream.global_args("-nostdin", "-hide_banner", "-v", "error").overwrite_output().compile()
     inputs = args.count("-i")
     if args.count("-protocol_whitelist") != inputs or args.count("-format_whitelist") != inputs:
@@ -957,8 +979,10 @@ def _run_ffmpeg(
             "every ffmpeg input must come from media_input (its protocol and format allow-lists)"
         )
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
+        proc = run_ffmpeg(args, timeout_s=FFMPEG_TIMEOUT_S, cancel=cancel, on_frames=on_frames)
+    except FfmpegStopped as exc:
+        if exc.reason == "cancelled":
+            raise WorkerError(ErrorCode.CANCELLED, "the job was cancelled") from exc
         raise WorkerError(
             ErrorCode.TIMEOUT, f"converting {what} took longer than {FFMPEG_TIMEOUT_S:g} s"
         ) from exc
