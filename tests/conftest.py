@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.comfy",
     "tests.support.media",
     "tests.support.model_setup",
+    "tests.support.logs",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 from pathlib import Path
@@ -12,25 +11,12 @@ import pytest
 import requests
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-import worker.logs
+from tests.support.logs import events
 from tests.support.s3 import S3Bucket, S3FaultProxy
 from worker.errors import ErrorCode, WorkerError
 from worker.storage import is_transient, validate_key
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def log_lines(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
-    """The worker's JSON log lines of this test (redirected, not replaced)."""
-    stream = io.StringIO()
-    monkeypatch.setattr(worker.logs, "_stream", stream)
-    return stream
-
-
-def events(stream: io.StringIO, name: str) -> list[dict]:
-    records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    return [record for record in records if record["event"] == name]
 
 
 # -- key validation --------------------------------------------------------------------
