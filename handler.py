@@ -16,6 +16,7 @@ The steps live in ``worker.job``; this file only connects them to RunPod.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -75,11 +76,18 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
 
     # Blocking work runs in a thread so that RunPod's cancel and timeout can reach this
     # coroutine; on cancellation the job interrupts ComfyUI and stops at the next check.
+    work = asyncio.ensure_future(
+        asyncio.to_thread(runner.run, job_id, job.get("input"), send_progress, cancel)
+    )
     try:
-        result = await asyncio.to_thread(runner.run, job_id, job.get("input"), send_progress, cancel)
+        result = await asyncio.shield(work)
     except asyncio.CancelledError:
         cancel.set()
         log_event("job_cancelled", job_id, level="warning")
+        # The worker is busy until the job's thread has let go of ComfyUI and ffmpeg: the SDK
+        # takes no next job before this returns (the runner's lock covers a second cancel).
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({work})
         raise
     return for_runpod(result)
 

@@ -8,8 +8,10 @@ RunPod) is replaced by a recorder.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,9 @@ from localdev.media_fixtures import (
     make_driving_video,
     make_truncated_mp4,
 )
+from localdev.queue_api import serve_in_thread
 from tests.support.comfy import worker_env
+from tests.support.logs import events
 from tests.support.results import from_handler
 from worker.probe import ffprobe
 
@@ -100,6 +104,15 @@ def stack(
     after = s3.snapshot()
     for key in (AVATAR_KEY, VIDEO_KEY, SILENT_VIDEO_KEY):
         assert after[key] == before[key], f"input {key} was modified"
+
+
+def until(condition: Callable[[], Any], limit_s: float = 30.0) -> bool:
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def fetch_output(stack: Stack, key: str, tmp_path: Path) -> dict[str, Any]:
@@ -524,6 +537,100 @@ def test_cancellation_reaches_comfy(stack: Stack) -> None:
         threading.Event().wait(0.1)
     assert stack.comfy.queue_ids() == ([], [])
     assert stack.outputs() == []
+
+
+def test_a_cancelled_job_lets_go_before_the_handler_returns(stack: Stack, log_lines: io.StringIO) -> None:
+    """RunPod's SDK takes the next job when the handler returns: by then the job's thread has
+    interrupted ComfyUI and returned, and the given-up prompt's files are watched for."""
+    stack.comfy.set_fault("hang", node="6")
+
+    async def run_and_cancel() -> list[dict[str, Any]]:
+        job = {
+            "id": "cancel-me",
+            "input": {"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY},
+        }
+        task = asyncio.create_task(handler.handler(job))
+        while not any(p["stage"] == "inference" for p in stack.progress):
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return events(log_lines, "job_failed")  # as the handler let go
+
+    [failed] = asyncio.run(asyncio.wait_for(run_and_cancel(), 60))
+    assert (failed["job_id"], failed["error_code"]) == ("cancel-me", "CANCELLED")
+    assert stack.comfy.queue_ids() == ([], [])
+    assert [p.name for p in stack.comfy.output_dir.rglob("*") if p.is_file()] == []
+    assert [p.name for p in stack.comfy.input_dir.rglob("*") if p.is_file()] == []
+    [given_up] = handler.get_runner().leftovers.watching()
+    assert given_up.startswith("wan-worker/cancel-me-")
+
+
+def test_jobs_given_to_one_worker_at_once_run_one_after_the_other(
+    stack: Stack, log_lines: io.StringIO
+) -> None:
+    """Should the SDK start a job before a cancelled one's thread returned, the runner holds it."""
+    stack.comfy.set_fault("hang", node="6")
+    runner = handler.get_runner()
+    results: dict[str, dict[str, Any]] = {}
+    job_input = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": SILENT_VIDEO_KEY}
+
+    def run(job_id: str, cancel: threading.Event) -> None:
+        results[job_id] = runner.run(job_id, job_input, stack.progress.append, cancel)
+
+    cancel_first = threading.Event()
+    first = threading.Thread(target=run, args=("first", cancel_first))
+    first.start()
+    assert until(lambda: any(p["stage"] == "inference" for p in stack.progress))
+    second = threading.Thread(target=run, args=("second", threading.Event()))
+    second.start()
+    assert until(lambda: events(log_lines, "job_waiting_for_previous"))
+    cancel_first.set()
+    first.join(60)
+    second.join(60)
+
+    assert results["first"]["error_code"] == "CANCELLED"
+    assert "error" not in results["second"], results["second"]
+    lifecycle = [
+        (record["event"], record["job_id"])
+        for record in map(json.loads, log_lines.getvalue().splitlines())
+        if record["event"] in ("job_started", "job_failed", "job_succeeded")
+    ]
+    assert lifecycle == [
+        ("job_started", "first"),
+        ("job_failed", "first"),
+        ("job_started", "second"),
+        ("job_succeeded", "second"),
+    ]
+
+
+def test_the_queue_api_shows_the_worker_busy_until_a_cancelled_job_let_go(
+    stack: Stack, log_lines: io.StringIO
+) -> None:
+    stack.comfy.set_fault("hang", node="6")
+    server = serve_in_thread(handler.handler, execution_timeout_s=60)
+    try:
+        job_input = {"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY}
+        job_id = requests.post(f"{server.url}/run", json={"input": job_input}, timeout=5).json()["id"]
+        assert until(lambda: any(p["stage"] == "inference" for p in stack.progress))
+        assert requests.post(f"{server.url}/cancel/{job_id}", timeout=5).json()["status"] == "CANCELLED"
+        assert until(lambda: requests.get(f"{server.url}/health", timeout=5).json()["workers"]["idle"] == 1)
+        failed = events(log_lines, "job_failed")  # when /health first said idle
+    finally:
+        server.stop()
+    assert [(f["job_id"], f["error_code"]) for f in failed] == [(job_id, "CANCELLED")]
+
+
+def test_prepare_reports_the_driving_videos_conversion(stack: Stack) -> None:
+    result = stack.run({"input_image_minio_path": AVATAR_KEY, "driving_video_path": VIDEO_KEY})
+    assert "error" not in result, result
+    prepare = [p for p in stack.progress if p["stage"] == "prepare"]
+    assert prepare[0] == {"stage": "prepare", "percent": 4.0}
+    assert prepare[-1] == {
+        "stage": "prepare",
+        "percent": 8.0,
+        "message": "converting the driving video: frame 48 of 48",
+    }
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@
   the worker's process, while ComfyUI already runs the next chunk.
 * ``join_chunks``: the chunks' MP4s in order, one H.264 stream, by stream copy (no second lossy
   encode); ``media.finalize_output`` then adds the audio and checks the result.
+
+Each takes the job's ``cancel``: a cancelled job's ffmpeg is stopped at once (``worker.ffmpeg_process``).
 """
 
 from __future__ import annotations

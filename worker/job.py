@@ -1,9 +1,10 @@
 """One job, from MinIO keys to a validated MP4 in MinIO.
 
 ``JobRunner.run`` is blocking; the handler runs it in a thread so RunPod's cancel and
-timeout reach it (through ``cancel``). Each stage is timed; every failure is a
-``WorkerError`` with a stable code; inputs are only read; the output key is written once,
-by an atomic (multipart) upload of a file that already passed validation.
+timeout reach it (through ``cancel``, which also stops a running ffmpeg). It runs one job at a
+time: a cancelled job's thread holds the runner until it has let go of ComfyUI. Each stage is
+timed; every failure is a ``WorkerError`` with a stable code; inputs are only read; the output
+key is written once, by an atomic (multipart) upload of a file that already passed validation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from worker.attention import backend_in_use
 from worker.chunk_media import check_chunk, cut_slice, encode_frames, join_chunks
 from worker.chunk_store import MOTION_SUFFIX, ChunkStore, file_sha256, fingerprint
 from worker.comfy_client import ComfyClient
+from worker.comfy_leftovers import WORKER_FOLDER, ComfyLeftovers
 from worker.config import Settings
 from worker.contract import (
     META_AUDIO,
@@ -106,6 +108,11 @@ class JobRunner:
             ca_certs=settings.ssl_cert_file,
         )
         self.comfy = ComfyClient(settings.comfy_url, input_dir=settings.comfy_input_dir)
+        # A given-up prompt runs at most a job's length after the worker stopped waiting for it.
+        self.leftovers = ComfyLeftovers(
+            [settings.comfy_input_dir, settings.comfy_output_dir], watch_s=settings.job_timeout_s
+        )
+        self._one_job = threading.Lock()  # held until a job's thread returns, cancelled or not
         self._attention: dict[str, Any] | None = None
         self._onnx: dict[str, Any] | None = None
         self._check_onnx_at_start()
@@ -201,7 +208,16 @@ class JobRunner:
         """The job's result dict, or an error dict with a stable ``error_code``."""
         cancel = cancel or threading.Event()
         with job_context(job_id):
-            return self._run(job_id, raw_input, progress_sink, cancel)
+            if not self._one_job.acquire(blocking=False):
+                # A cancelled job's thread is still letting go of ComfyUI (or of its ffmpeg).
+                log_event("job_waiting_for_previous", job_id)
+                self._one_job.acquire()
+            try:
+                self.leftovers.sweep(before=time.time())  # no job runs: whatever is there is left over
+                return self._run(job_id, raw_input, progress_sink, cancel)
+            finally:
+                self.leftovers.sweep(before=time.time())
+                self._one_job.release()
 
     def _run(
         self, job_id: str, raw_input: Any, progress_sink: ProgressSink, cancel: threading.Event
@@ -413,6 +429,11 @@ class _Job:
         self, avatar_src: Path, video_src: Path, work_dir: Path, *, framing: str
     ) -> tuple[Path, DrivingVideo]:
         self.progress.stage("prepare")
+
+        def converted(done: int, frames: int) -> None:
+            message = f"converting the driving video: frame {done} of {frames}"
+            self.progress.stage("prepare", done / frames, message=message)
+
         with self.clock.measure("prepare"):
             avatar = prepare_avatar(
                 avatar_src, work_dir / "avatar.png", max_pixels=self.settings.max_image_pixels
@@ -425,6 +446,8 @@ class _Job:
                 fps=OUTPUT.fps,
                 max_duration_s=self.settings.max_video_duration_s,
                 framing=framing,
+                cancel=self.cancel,
+                on_progress=converted,
             )
         log_event(
             "inputs_prepared",
@@ -516,7 +539,7 @@ class _Job:
                         future.cancel()
                 raise
         with self.clock.measure("postprocess"):
-            join_chunks(parts, generated, fps=OUTPUT.fps)
+            join_chunks(parts, generated, fps=OUTPUT.fps, cancel=self.cancel)
         return generated
 
     def _resumed_chunks(self, store: ChunkStore, chunks: list[Chunk], parts: list[Path]) -> int:
@@ -546,6 +569,7 @@ class _Job:
             reflected=chunk.reflected,
             total_frames=driving.frames,
             fps=OUTPUT.fps,
+            cancel=self.cancel,
         )
         return path
 
@@ -565,7 +589,7 @@ class _Job:
         chunked = chunk.count > 1
         # A fresh prefix per attempt: ComfyUI caches node outputs across prompts, and a
         # re-delivered job must not be answered with a file an earlier attempt removed.
-        attempt = f"{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
+        prefix = f"{WORKER_FOLDER}/{sanitize_id(self.job_id)}-{uuid.uuid4().hex[:8]}"
         inputs: list[str] = []
         run = None
         work_dir = driving.path.parent
@@ -573,18 +597,18 @@ class _Job:
             self.progress.stage("queue")
         try:
             with self.clock.measure("queue"):
-                inputs.append(comfy.put_input(avatar_path, f"wan-worker/{attempt}/avatar.png"))
-                inputs.append(comfy.put_input(driving_input, f"wan-worker/{attempt}/driving.mp4"))
+                inputs.append(comfy.put_input(avatar_path, f"{prefix}/avatar.png"))
+                inputs.append(comfy.put_input(driving_input, f"{prefix}/driving.mp4"))
                 motion_name = None
                 if chunk.continues:
                     assert motion is not None
-                    motion_name = comfy.put_input(motion, f"wan-worker/{attempt}/motion.safetensors")
+                    motion_name = comfy.put_input(motion, f"{prefix}/motion.safetensors")
                     inputs.append(motion_name)
             params = WorkflowParams(
                 image=inputs[0],
                 driving_video=inputs[1],
                 frames=chunk.frames,
-                filename_prefix=f"wan-worker/{attempt}",
+                filename_prefix=prefix,
                 seed=seed,
                 prompt=request.prompt
                 if request.prompt is not None
@@ -639,6 +663,10 @@ class _Job:
                 chunk=chunk.index,
             )
             return _PromptOutput(files=files, report=run.report)
+        except BaseException:
+            # Cancelled, out of time or cut off: ComfyUI may still finish the prompt and write its files.
+            self.runner.leftovers.give_up(prefix)
+            raise
         finally:
             comfy.remove_inputs(inputs)
             if run is not None:
@@ -658,6 +686,7 @@ class _Job:
                 height=int(meta.get("height", OUTPUT.height)),
                 frames=int(meta.get("frames", chunk.frames)),
                 fps=OUTPUT.fps,
+                cancel=self.cancel,
             )
             check_chunk(part, frames=chunk.frames, width=OUTPUT.width, height=OUTPUT.height)
             if store is not None:
@@ -669,7 +698,7 @@ class _Job:
     def _postprocess(self, raw_output: Path, driving: DrivingVideo, dest: Path) -> VideoInfo:
         self.progress.stage("postprocess")
         with self.clock.measure("postprocess"):
-            return finalize_output(raw_output, driving, dest)
+            return finalize_output(raw_output, driving, dest, cancel=self.cancel)
 
     def _upload(self, path: Path, key: str, driving: DrivingVideo, job_fingerprint: str) -> None:
         self._check_time()
