@@ -8,13 +8,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from localdev.fake_comfyui import FakeComfyUI
 from tests.support.comfy import ComfyMedia, stage_inputs
 from tests.support.logs import events
+from tests.support.poll import until
 from worker.comfy_client import ComfyClient, Progress
 from worker.comfy_leftovers import WORKER_FOLDER, ComfyLeftovers
 from worker.errors import ErrorCode, WorkerError
@@ -38,15 +38,6 @@ def write(path: Path, *, age_s: float = 0.0) -> Path:
         then = time.time() - age_s
         os.utime(path, (then, then))
     return path
-
-
-def until(condition: Any, limit_s: float = 20.0) -> bool:
-    give_up = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > give_up:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_given_up_prompts_output_is_removed_when_comfy_writes_it_later(

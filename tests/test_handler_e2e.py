@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from localdev.media_fixtures import (
 from localdev.queue_api import serve_in_thread
 from tests.support.comfy import worker_env
 from tests.support.logs import events
+from tests.support.poll import until
 from tests.support.results import from_handler
 from worker.probe import ffprobe
 
@@ -104,15 +104,6 @@ def stack(
     after = s3.snapshot()
     for key in (AVATAR_KEY, VIDEO_KEY, SILENT_VIDEO_KEY):
         assert after[key] == before[key], f"input {key} was modified"
-
-
-def until(condition: Callable[[], Any], limit_s: float = 30.0) -> bool:
-    give_up = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > give_up:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def fetch_output(stack: Stack, key: str, tmp_path: Path) -> dict[str, Any]:
