@@ -1,8 +1,9 @@
 """ffmpeg as a child process a job can watch and stop.
 
 * Progress: ffmpeg's own ``-progress`` report (one block of ``key=value`` lines every
-  ``PROGRESS_PERIOD_S``, and one at the end) is read as it comes and its ``frame`` count (frames
-  written to the first video output) handed to ``on_frames``.
+  ``PROGRESS_PERIOD_S``, and one at the end) is read from its stdout as it comes and its ``frame``
+  count (frames written to the first video output) handed to ``on_frames``; so no output may go to
+  stdout.
 * Stop: a cancelled job's ffmpeg (and one past its time limit) is terminated at once: SIGTERM
   (ffmpeg stops after the frame in hand), then SIGKILL when it has not exited within
   ``TERMINATE_GRACE_S``. A cancelled job must not keep converting while its worker takes the
