@@ -15,7 +15,7 @@ from localdev.fake_comfyui import FakeComfyUI
 from tests.support.comfy import ComfyMedia, stage_inputs
 from tests.support.logs import events
 from tests.support.poll import until
-from worker.comfy_client import ComfyClient, Progress
+from worker.comfy_client import INTERRUPT_GRACE_S, ComfyClient, Progress
 from worker.comfy_leftovers import WORKER_FOLDER, ComfyLeftovers
 from worker.errors import ErrorCode, WorkerError
 
@@ -58,8 +58,9 @@ def test_a_given_up_prompts_output_is_removed_when_comfy_writes_it_later(
     other_name = other.relative_to(fake_comfy.output_dir).as_posix()
     # Interrupts are honoured between nodes only: a cancel while the save node runs lets it write
     # its file, after the client has given up waiting for the prompt to stop.
-    fake_comfy.set_fault("slow", seconds=1.5)
-    client = ComfyClient(fake_comfy.url, recv_timeout_s=0.05, interrupt_grace_s=0.2)
+    # The save node outlasts the client's grace for an interrupted prompt (INTERRUPT_GRACE_S).
+    fake_comfy.set_fault("slow", seconds=INTERRUPT_GRACE_S + 3)
+    client = ComfyClient(fake_comfy.url)
     cancel = threading.Event()
 
     def on_progress(progress: Progress) -> None:

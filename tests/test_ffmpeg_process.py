@@ -75,8 +75,13 @@ def test_a_conversion_past_its_time_limit_is_stopped() -> None:
 
 def test_a_process_that_ignores_sigterm_is_killed() -> None:
     # ``exec`` keeps the ignored SIGTERM: the process left is one that will not stop when asked.
-    process = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 60"], text=True)
+    process = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"  # SIGTERM is ignored from here on
     stop_process(process, grace_s=0.2)
+    process.stdout.close()
     assert process.returncode == -9
 
 

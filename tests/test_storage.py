@@ -381,7 +381,7 @@ def test_after_a_failed_upload_nothing_else_is_left_at_the_key(
     with pytest.raises(WorkerError) as caught:
         storage.upload(src, "outputs/job-5.mp4", metadata={"frames": "49"})
 
-    assert caught.value.code is ErrorCode.STORAGE_ERROR
+    assert caught.value.code is ErrorCode.STORAGE_UNAVAILABLE  # 503 through every retry
     assert s3.keys() == []
 
 

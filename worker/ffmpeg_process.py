@@ -49,6 +49,8 @@ def run_ffmpeg(
 ) -> FfmpegOutcome:
     """Runs ``args`` (``ffmpeg`` first) to the end; FfmpegStopped when ``cancel`` is set or
     ``timeout_s`` passes first, with the process gone by then."""
+    if cancel is not None and cancel.is_set():
+        raise FfmpegStopped("cancelled")  # not started at all: a short run could end before a check
     command = [args[0], "-progress", "pipe:1", "-stats_period", f"{PROGRESS_PERIOD_S:g}", *args[1:]]
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
