@@ -155,7 +155,7 @@ def fake_torch(capability: tuple[int, int] | None, broken_kernels: set[str]) -> 
         return q
 
     torch = types.ModuleType("torch")
-    torch.float16 = "float16"
+    torch.float16, torch.bfloat16 = "float16", "bfloat16"
     torch.randn = lambda shape, device=None, dtype=None: ("tensor", shape)
     torch.cuda = types.SimpleNamespace(
         is_available=lambda: capability is not None,
@@ -173,12 +173,17 @@ def fake_torch(capability: tuple[int, int] | None, broken_kernels: set[str]) -> 
     return {"torch": torch, "torch.nn": nn, "torch.nn.attention": attention}
 
 
+def comfy_sdpa(q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> Any:
+    return ("sdpa", q)
+
+
 def fake_comfy(
     cuda: bool, attention_function: str, with_priority: bool = True
 ) -> dict[str, types.ModuleType]:
     """comfy.ops / comfy.model_management / comfy.ldm.modules.attention as ComfyUI 0.33.0 has them."""
     comfy = types.ModuleType("comfy")
     ops = types.ModuleType("comfy.ops")
+    ops.scaled_dot_product_attention = comfy_sdpa
     if with_priority:
         ops.SDPA_BACKEND_PRIORITY = [
             SDPBackend.FLASH_ATTENTION,
@@ -224,7 +229,11 @@ def load_node(
     attention_function: str = "attention_pytorch",
     with_priority: bool = True,
     server: types.ModuleType | None = None,
+    probes: dict[str, Any] | None = None,
+    kernels_loaded: dict[str, Any] | None = None,
 ) -> tuple[types.ModuleType, dict[str, types.ModuleType]]:
+    """The node as ComfyUI imports it. Its probes' results are put in its cache first (``probes``;
+    default: every backend passes), since the stand-in torch cannot run attention."""
     modules = {
         **fake_torch(capability, set(broken_kernels)),
         **fake_comfy(capability is not None, attention_function, with_priority),
@@ -244,8 +253,18 @@ def load_node(
     assert spec and spec.loader
     node = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, node)
+    probe = importlib.import_module(f"{name}.probe")
+    monkeypatch.setitem(sys.modules, f"{name}.probe", probe)
+    monkeypatch.setattr(probe, "PROBED", probes if probes is not None else passing_probes())
+    monkeypatch.setattr(probe, "LOADED", kernels_loaded or {})
     spec.loader.exec_module(node)
     return node, modules
+
+
+def passing_probes() -> dict[str, Any]:
+    return {
+        b: selection.Probe(b, True, "passed", "stand-in") for b in ("cudnn", "flash", "sage", "fa4", "fa3")
+    }
 
 
 def priority_names(modules: dict[str, types.ModuleType]) -> list[str]:
@@ -359,3 +378,178 @@ def test_backend_unknown_when_the_answer_is_not_a_report() -> None:
 
     with serve(routes) as url:
         assert backend_in_use(url) is None
+
+
+# ---------------------------------------------------------------- probes and the measured table
+
+H100_NAME = "NVIDIA H100 80GB HBM3"
+H100_RANKING = [("cudnn", 12.03), ("sage", 14.18), ("flash", 17.08)]  # as step_times.json has it
+H100_NAMED = replace(H100, device_name=H100_NAME)
+
+
+class Prober:
+    """A stand-in probe: every backend passes unless listed in ``fails`` (backend -> stage)."""
+
+    def __init__(self, fails: dict[str, str] | None = None) -> None:
+        self.fails = fails or {}
+        self.asked: list[str] = []
+
+    def __call__(self, backend: str) -> Any:
+        self.asked.append(backend)
+        stage = self.fails.get(backend)
+        if stage is None:
+            return selection.Probe(backend, True, "passed", "stand-in", 0.001, 0.99999, 1.0, 0.2)
+        return selection.Probe(backend, False, stage, f"{backend} {stage} problem", 0.9, 0.5)
+
+
+def test_auto_takes_the_fastest_measured_backend_that_passes_its_probe() -> None:
+    prober = Prober()
+    choice = selection.choose("auto", H100_NAMED, H100_RANKING, prober)
+    assert (choice.backend, choice.sdpa_order, choice.fallback, choice.kernel) == (
+        "cudnn",
+        CUDNN_FIRST,
+        False,
+        None,
+    )
+    assert prober.asked == ["cudnn"]  # probes stop at the first that passes
+    assert "fastest measured on NVIDIA H100 80GB HBM3 (12.03 s/step)" in choice.reason
+    assert "probe passed" in choice.reason
+    assert [p["backend"] for p in choice.as_dict()["probes"]] == ["cudnn"]
+
+
+def test_a_backend_that_disagrees_is_skipped_for_the_next_measured_one() -> None:
+    prober = Prober({"cudnn": "numerics"})
+    choice = selection.choose(None, H100_NAMED, H100_RANKING, prober)
+    # sage is measured second but ComfyUI was not started with it: not probed, passed over with a reason
+    assert prober.asked == ["cudnn", "flash"]
+    assert (choice.backend, choice.sdpa_order, choice.fallback) == ("flash", FLASH_FIRST, True)
+    assert "cudnn: disagrees with math attention (cudnn numerics problem" in choice.reason
+    assert "sage: ComfyUI was not started with --use-sage-attention" in choice.reason
+    assert [(p.backend, p.ok) for p in choice.probes] == [("cudnn", False), ("flash", True)]
+
+
+def test_when_every_probe_fails_comfy_order_is_kept_and_said() -> None:
+    choice = selection.choose("auto", H100_NAMED, H100_RANKING, Prober({"cudnn": "shape", "flash": "load"}))
+    assert (choice.backend, choice.sdpa_order, choice.fallback) == ("flash", None, True)
+    assert "cudnn: cannot take the shape" in choice.reason
+    assert "flash: cannot load" in choice.reason
+    assert choice.reason.endswith("ComfyUI's order (flash first) kept")
+
+
+@pytest.mark.parametrize("kernel", ["fa4", "fa3"])
+def test_a_kernel_backend_runs_in_front_of_auto_sdpa_order(kernel: str) -> None:
+    prober = Prober()
+    choice = selection.choose(kernel, H100_NAMED, H100_RANKING, prober)
+    assert (choice.backend, choice.kernel, choice.sdpa_order, choice.fallback) == (
+        kernel,
+        kernel,
+        CUDNN_FIRST,
+        False,
+    )
+    assert prober.asked == [kernel]
+    assert choice.reason.startswith("as asked, probe passed")
+
+
+@pytest.mark.parametrize(("stage", "said"), [("load", "cannot load"), ("shape", "cannot take the shape"),
+                                             ("numerics", "disagrees with math attention")])  # fmt: skip
+def test_a_kernel_that_fails_its_probe_falls_back_to_auto(stage: str, said: str) -> None:
+    choice = selection.choose("fa4", H100_NAMED, H100_RANKING, Prober({"fa4": stage}))
+    assert (choice.backend, choice.kernel, choice.sdpa_order, choice.fallback) == (
+        "cudnn",
+        None,
+        CUDNN_FIRST,
+        True,
+    )
+    assert choice.reason.startswith(f"fa4: {said} (fa4 {stage} problem")
+    assert "cudnn: fastest measured" in choice.reason
+
+
+def test_auto_picks_a_kernel_only_once_it_is_measured_fastest() -> None:
+    ranking = [("fa4", 9.5), *H100_RANKING]
+    choice = selection.choose("auto", H100_NAMED, ranking, Prober())
+    assert (choice.backend, choice.kernel, choice.sdpa_order) == ("fa4", "fa4", CUDNN_FIRST)
+    assert "fa4: fastest measured on NVIDIA H100 80GB HBM3 (9.50 s/step)" in choice.reason
+
+
+def test_unmeasured_gpu_model_keeps_the_current_order_of_its_generation() -> None:
+    h200 = replace(H100, device_name="NVIDIA H200")
+    choice = selection.choose("auto", h200, (), Prober())
+    assert (choice.backend, choice.sdpa_order, choice.fallback) == ("cudnn", CUDNN_FIRST, False)
+    assert "no measurement for NVIDIA H200; cudnn first measured fastest on sm_90" in choice.reason
+    a100 = replace(A100, device_name="NVIDIA A100-SXM4-80GB")
+    choice = selection.choose("auto", a100, (), Prober())
+    assert (choice.backend, choice.sdpa_order, choice.fallback) == ("flash", None, False)
+    assert "no measurement for NVIDIA A100-SXM4-80GB: ComfyUI's order (flash first) kept" in choice.reason
+
+
+def test_sage_that_fails_its_probe_is_unbound_for_the_next_backend() -> None:
+    active = replace(SAGE_ACTIVE, device_name=H100_NAME)
+    prober = Prober({"sage": "numerics"})
+    choice = selection.choose("sage", active, H100_RANKING, prober)
+    assert (choice.backend, choice.sdpa_order, choice.unbind_sage, choice.fallback) == (
+        "cudnn",
+        CUDNN_FIRST,
+        True,
+        True,
+    )
+    assert prober.asked == ["sage", "cudnn"]
+    passing = selection.choose("sage", active, H100_RANKING, Prober())
+    assert (passing.backend, passing.unbind_sage, passing.fallback) == ("sage", False, False)
+
+
+def test_no_probe_runs_without_cuda() -> None:
+    prober = Prober()
+    assert selection.choose("fa4", CPU, (), prober).backend == "comfy-default"
+    assert prober.asked == []
+
+
+def test_the_worker_accepts_exactly_the_node_backends() -> None:
+    from worker.config import ATTENTION_BACKENDS
+
+    assert ATTENTION_BACKENDS == selection.REQUESTS
+
+
+def test_node_puts_a_kernel_in_front_of_sdpa_and_takes_it_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+
+    def fake_kernel(q: Any, k: Any, v: Any, scale: Any) -> Any:
+        calls.append(scale)
+        return q
+
+    node, modules = load_node(monkeypatch, backend="fa4", kernels_loaded={"fa4": fake_kernel})
+    ops = modules["comfy.ops"]
+    assert node.STATE["backend"] == "fa4"
+    assert node.STATE["sdpa_order"] == list(CUDNN_FIRST)
+    assert node.STATE["probes"][0]["backend"] == "fa4"
+    assert ops.scaled_dot_product_attention.name == "fa4"
+    assert ops.scaled_dot_product_attention.wan_worker_original is comfy_sdpa
+    node.setup({"ATTENTION_BACKEND": "fa4"})  # again: still one kernel in front, not two
+    assert ops.scaled_dot_product_attention.wan_worker_original is comfy_sdpa
+    node.setup({"ATTENTION_BACKEND": "cudnn"})
+    assert ops.scaled_dot_product_attention is comfy_sdpa
+
+
+def test_node_reports_a_failed_probe_and_what_it_fell_back_to(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    probes = passing_probes()
+    probes["fa3"] = selection.Probe(
+        "fa3", False, "load", "OSError: libcudart.so.13: cannot open shared object file"
+    )
+    with caplog.at_level("WARNING"):
+        node, modules = load_node(monkeypatch, backend="fa3", probes=probes)
+    assert (node.STATE["backend"], node.STATE["fallback"]) == ("cudnn", True)
+    assert "fa3: cannot load (OSError: libcudart.so.13" in node.STATE["reason"]
+    assert [(p["backend"], p["ok"]) for p in node.STATE["probes"]] == [("fa3", False), ("cudnn", True)]
+    assert modules["comfy.ops"].scaled_dot_product_attention is comfy_sdpa
+    assert any("fa3: cannot load" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_node_reports_where_its_ranking_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    node, _ = load_node(monkeypatch, backend="auto")  # the stand-in torch names an H100 80GB HBM3
+    assert (
+        node.STATE["measured"]
+        == "NVIDIA H100 80GB HBM3, 2026-11-23: s/step cudnn 12.03, sage 14.18, flash 17.08"
+    )
+    assert "fastest measured on NVIDIA H100 80GB HBM3 (12.03 s/step)" in node.STATE["reason"]
+    assert node.measured_ranking("NVIDIA H200") == ([], "NVIDIA H200: not measured")

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "wan22_animate_replace.json"
 
 T = TypeVar("T")
-ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage")
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "sage", "fa4", "fa3")
 # The longest driving video the default JOB_TIMEOUT_S fits on an H100 by the time model
 # (worker/estimate.py; a test keeps the two consistent): ~30 s of 24 fps video.
 DEFAULT_MAX_VIDEO_DURATION_S = 30.0

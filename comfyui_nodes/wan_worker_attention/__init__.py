@@ -1,14 +1,18 @@
 """wan_worker_attention: this repository's ComfyUI custom node for the attention backend.
 
 ComfyUI imports custom nodes once at start, after its own modules. At that import this package
-reads ``ATTENTION_BACKEND`` (auto | flash | cudnn | sage; see selection.py), chooses what this GPU
-and PyTorch allow, puts the SDPA order into ``comfy.ops.SDPA_BACKEND_PRIORITY`` (ComfyUI's wrapper
-applies that list around every attention call, so an outer ``sdpa_kernel`` context is overridden)
-and serves what is in use at ``GET /wan_worker/attention``:
+reads ``ATTENTION_BACKEND`` (auto | flash | cudnn | sage | fa4 | fa3; see selection.py), ranks what
+was measured on this GPU model (step_times.json, step_table.py), probes each candidate on the
+workflow's attention shape against math attention (accuracy.py) until one passes, puts the SDPA order
+into ``comfy.ops.SDPA_BACKEND_PRIORITY`` (ComfyUI's wrapper applies that list around every attention
+call, so an outer ``sdpa_kernel`` context is overridden), puts a kernel backend in front of SDPA
+(kernels.py) and serves what is in use at ``GET /wan_worker/attention``:
 
     {"requested": "auto", "backend": "cudnn", "reason": "...", "fallback": false,
      "sdpa_order": ["cudnn", "flash", "efficient", "math"], "comfy_attention": "attention_pytorch",
-     "device": "NVIDIA H100 80GB HBM3 (sm_90)"}
+     "device": "NVIDIA H100 80GB HBM3 (sm_90)", "probes": [{"backend": "cudnn", "ok": true, ...}]}
+
+Every probe that fails is logged as a warning and listed in ``probes`` and ``reason``.
 
 Nothing here may stop ComfyUI: any failure is logged and reported with backend "comfy-default".
 It adds no graph node (NODE_CLASS_MAPPINGS is empty).
@@ -21,6 +25,7 @@ import os
 from typing import Any
 
 from .selection import COMFY_DEFAULT, choose
+from .step_table import TableError, find, load
 
 ENV_VAR = "ATTENTION_BACKEND"
 ROUTE = "/wan_worker/attention"
@@ -39,12 +44,14 @@ def setup(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, 
     requested = environ.get(ENV_VAR)
     try:
         facts = probe.read_facts()
-        choice = choose(requested, facts)
+        ranking, measured = measured_ranking(facts.device_name)
+        choice = choose(requested, facts, ranking, probe.make_prober() if facts.cuda else None)
         probe.apply(choice)
         state = choice.as_dict()
         state["sdpa_order"] = probe.current_order()
         state["comfy_attention"] = facts.comfy_attention
         state["device"] = _device_text(facts.cuda, facts.capability)
+        state["measured"] = measured
     except Exception as exc:
         state = {
             "requested": requested or "auto",
@@ -66,6 +73,18 @@ def setup(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, 
     STATE.clear()
     STATE.update(state)
     return state
+
+
+def measured_ranking(device_name: str | None) -> tuple[list[tuple[str, float]], str]:
+    """This GPU model's measured backends, fastest first, and a line saying where that came from."""
+    try:
+        row = find(load(), device_name)
+    except TableError as exc:
+        return [], f"no table: {exc}"
+    if row is None or not row.ranking():
+        return [], f"{device_name or 'this device'}: not measured"
+    times = ", ".join(f"{backend} {seconds:.2f}" for backend, seconds in row.ranking())
+    return row.ranking(), f"{row.device}, {row.measured}: s/step {times}"
 
 
 def _device_text(cuda: bool, capability: tuple[int, int] | None) -> str:
