@@ -57,13 +57,19 @@ RUN python install_custom_nodes.py clone-list custom_nodes.txt /comfyui/custom_n
 
 # One resolver run for ComfyUI, the packs and the worker, under the constraints; then the checks:
 # torch family unchanged, a single OpenCV wheel, onnxruntime-gpu with CUDA, no new `pip check` problem.
-# SAGEATTENTION_VERSION (empty: not installed) adds the package behind ENABLE_SAGE_ATTENTION=1.
+# Optional attention kernels, each installed only when its version is given (empty: not installed; their
+# dependencies are pinned in constraints.txt): SAGEATTENTION_VERSION (1.0.6) for ATTENTION_BACKEND=sage /
+# ENABLE_SAGE_ATTENTION=1, FLASH_ATTN_4_VERSION (4.0.0b36) for fa4, FA3_FWD_VERSION (0.0.3) for fa3 (its
+# wheel needs torch >= 2.11 with CUDA 13: on this base it installs but cannot load; the probe says so).
 ARG SAGEATTENTION_VERSION=""
+ARG FLASH_ATTN_4_VERSION=""
+ARG FA3_FWD_VERSION=""
 COPY --from=inputs /inputs/constraints.txt /inputs/requirements.txt ./
 RUN python install_custom_nodes.py requirements --comfy-dir /comfyui --nodes-list custom_nodes.txt \
         --nodes-dir /comfyui/custom_nodes --out stack-requirements.txt \
     && python -m pip install -c constraints.txt -c base/base-constraints.txt \
         -r stack-requirements.txt -r requirements.txt ${SAGEATTENTION_VERSION:+"sageattention==${SAGEATTENTION_VERSION}"} \
+        ${FLASH_ATTN_4_VERSION:+"flash-attn-4==${FLASH_ATTN_4_VERSION}"} ${FA3_FWD_VERSION:+"fa3-fwd==${FA3_FWD_VERSION}"} \
     && python install_custom_nodes.py check-python /opt/build/base
 
 # This repository's own custom nodes, then the import check: ComfyUI starts once on the CPU and the build
@@ -78,6 +84,9 @@ RUN python /comfyui/main.py --quick-test-for-ci --cpu --disable-auto-launch 2>&1
 # COMFY_URL is not set: it follows COMFY_PORT (entrypoint.sh, worker/config.py).
 # HF_*: keep Hugging Face's cache on the container disk (the base image sets HF_HOME to
 # /workspace/.cache/huggingface/); RunPod's cached models are read from /runpod-volume/huggingface-cache.
+# FLASH_ATTENTION_CUTE_DSL_* / CUTE_DSL_CACHE_DIR: flash-attn-4 keeps the kernels it compiles at first use
+# (the attention probe, at ComfyUI's start) on disk, so a restarted ComfyUI loads them instead of compiling;
+# point them at /runpod-volume to keep them across workers.
 ENV APP_DIR=/app \
     COMFY_DIR=/comfyui \
     COMFY_PORT=8188 \
@@ -88,7 +97,10 @@ ENV APP_DIR=/app \
     HF_HOME=/root/.cache/huggingface \
     HF_HUB_CACHE=/root/.cache/huggingface/hub \
     HUGGINGFACE_HUB_CACHE=/root/.cache/huggingface/hub \
-    HF_HUB_ENABLE_HF_TRANSFER=0
+    HF_HUB_ENABLE_HF_TRANSFER=0 \
+    FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 \
+    FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/root/.cache/flash-attn-cute \
+    CUTE_DSL_CACHE_DIR=/root/.cache/cute-dsl
 
 # The worker itself: the only layers a code change rebuilds.
 WORKDIR /app

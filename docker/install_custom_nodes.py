@@ -40,8 +40,12 @@ OPENCV_VARIANTS = frozenset(
 OPENCV_CHOICE = "opencv-contrib-python-headless"
 ONNXRUNTIME_VARIANTS = frozenset({"onnxruntime", "onnxruntime-gpu"})
 ONNXRUNTIME_CHOICE = "onnxruntime-gpu"
-# What the base image decides and nothing may replace: torch and the CUDA libraries it was built with.
-BASE_PINNED = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-[a-z0-9-]+)$")
+# What the base image decides and nothing may replace: torch and the CUDA libraries it was built with
+# (nvidia-*), but not NVIDIA's CuTe DSL compiler (nvidia-cutlass-dsl*), which flash-attn-4 adds and
+# constraints.txt pins.
+BASE_PINNED = re.compile(
+    r"^(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-(?!cutlass-dsl)[a-z0-9-]+)$"
+)
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

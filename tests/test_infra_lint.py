@@ -415,3 +415,9 @@ def test_ci_runs_the_tests_on_the_images_python() -> None:
     for workflow in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
         versions = re.findall(r'python-version: "([\d.]+)"', workflow.read_text())
         assert versions and set(versions) == {"3.12"}, workflow.name
+
+
+def test_the_cute_dsl_compiler_is_not_taken_for_the_base_image_torch_family() -> None:
+    assert icn.BASE_PINNED.match("nvidia-cudnn-cu12") and icn.BASE_PINNED.match("nvidia-cuda-runtime-cu12")
+    assert not icn.BASE_PINNED.match("nvidia-cutlass-dsl")
+    assert not icn.BASE_PINNED.match("nvidia-cutlass-dsl-libs-cu12")
