@@ -49,7 +49,7 @@ from worker.graph.api import is_link, upstream  # noqa: E402
 ATTENTION_NODE = REPO / "comfyui_nodes" / "wan_worker_attention"
 GRAPH_NODES = REPO / "comfyui_nodes" / "wan_worker_nodes"  # the workflow's own classes
 DEFAULT_WORKFLOW = REPO / "workflows" / "wan22_animate_replace.json"
-BACKENDS = ("cudnn", "flash", "sage")
+BACKENDS = ("cudnn", "flash", "sage", "fa4", "fa3")
 T0 = time.perf_counter()
 
 
@@ -602,13 +602,21 @@ def compare_backends(runtime: Any, node: Any, graph: dict[str, Any], opts: argpa
             continue
         with attention_backend(node, backend) as state:
             if state is None:
+                results.add("notes", f"backend {backend}: not measured ({attention_backend.why_not})")
                 continue
             sub[sampler]["inputs"]["seed"] = 1000 + index  # a new seed: only the sampler re-runs
             runs, _ = runtime.run(sub, outputs=[sampler])
-            steps = [s for r in runs if r.class_type == stages.SAMPLER_CLASS for s in r.steps]
+            sampler_runs = [r for r in runs if r.class_type == stages.SAMPLER_CLASS]
+            steps = [s for r in sampler_runs for s in r.steps]
             timed = steps[1:] if len(steps) > 2 else steps
+            peaks = [r.peak_allocated_gib for r in sampler_runs if r.peak_allocated_gib is not None]
             result = stages.BackendResult(
-                state["backend"], round(statistics.median(timed), 3), len(timed), False
+                state["backend"],
+                round(statistics.median(timed), 3),
+                len(timed),
+                False,
+                peak_allocated_gib=max(peaks) if peaks else None,
+                probe=probe_text(state, state["backend"]),
             )
             log(f"compare {backend}: {result} ({state['reason']})")
             results.add("backends", {**asdict(result), "state": state, "all_steps": steps})
@@ -616,9 +624,19 @@ def compare_backends(runtime: Any, node: Any, graph: dict[str, Any], opts: argpa
     return compared
 
 
+def probe_text(state: dict[str, Any], backend: str) -> str:
+    """The node's probe of this backend (numerics vs math attention), as a table cell."""
+    for probe in state.get("probes") or []:
+        if probe.get("backend") == backend and probe.get("max_abs_err") is not None:
+            return f"max abs err {probe['max_abs_err']:.4f}, min cos {probe['min_cosine']:.6f}"
+    return "–"
+
+
 class attention_backend:
     """Applies one backend through the custom node (sage by binding ComfyUI's sage function into the
     Wan model modules, which is what --use-sage-attention does at start); restores afterwards."""
+
+    why_not = ""  # why the last backend asked for could not be applied
 
     def __init__(self, node: Any, backend: str) -> None:
         self.node, self.backend = node, backend
@@ -630,6 +648,7 @@ class attention_backend:
             state = self.node.setup({"ATTENTION_BACKEND": self.backend})
             if state["backend"] != self.backend:
                 log(f"compare {self.backend}: unavailable ({state['reason']})")
+                attention_backend.why_not = state["reason"]
                 return None
             return state
         import comfy.ldm.modules.attention as attention
@@ -638,10 +657,12 @@ class attention_backend:
 
         if not getattr(attention, "SAGE_ATTENTION_IS_AVAILABLE", False):
             log("compare sage: unavailable (sageattention does not import)")
+            attention_backend.why_not = "sageattention does not import"
             return None
         problem = sage_kernel_problem()
         if problem:  # ComfyUI would log the error and silently run PyTorch attention instead
             log(f"compare sage: its kernel fails here ({problem})")
+            attention_backend.why_not = f"its kernel fails here ({problem})"
             return None
         self.node.setup({"ATTENTION_BACKEND": "auto"})
         for module in (comfy.ldm.wan.model, comfy.ldm.wan.model_animate):

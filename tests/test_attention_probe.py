@@ -314,3 +314,41 @@ def test_a_broken_table_is_refused_with_a_reason(tmp_path: Path, content: str, c
 def test_missing_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(step_table.TableError, match="cannot be read"):
         step_table.load(tmp_path / "absent.json")
+
+
+# ---------------------------------------------------------------- the device script's table
+
+
+def test_device_script_table_names_the_machine_and_every_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.gpu import attention_probe
+
+    env = {
+        "gpu": "NVIDIA H200",
+        "capability": "sm_90",
+        "nvidia_smi": "NVIDIA H200, 580.95.05, 143771 MiB",
+        "torch": "2.11.0+cu130",
+        "cuda": "13.0",
+        "cudnn": 91900,
+        "python": "3.12.3",
+        "packages": {"flash-attn-4": "4.0.0b36", "fa3-fwd": None},
+    }
+    passed = {"backend": "fa4", "ok": True, "stage": "passed", "detail": "", "max_abs_err": 0.0011,
+              "min_cosine": 0.999999, "first_call_s": 41.2, "call_s": 0.21}  # fmt: skip
+    failed = {"backend": "fa3", "ok": False, "stage": "load", "detail": "OSError: libcudart.so.13",
+              "max_abs_err": None, "min_cosine": None, "first_call_s": None, "call_s": None}  # fmt: skip
+    rows = [
+        {"backend": "fa4", "probe": passed, "summary": "probe passed", "call_s_median": 0.2, "tflops": 585.0,
+         "peak_allocated_gib": 4.1},
+        {"backend": "fa3", "probe": failed, "summary": "cannot load (OSError: libcudart.so.13)"},
+    ]  # fmt: skip
+    table = attention_probe.render(env, rows, "cold caches").splitlines()
+    assert table[0].startswith(
+        "NVIDIA H200 (sm_90; NVIDIA H200, 580.95.05, 143771 MiB), PyTorch 2.11.0+cu130, "
+    )
+    assert "CUDA 13.0" in table[0] and "cold caches" in table[0]
+    assert table[1] == "packages: flash-attn-4 4.0.0b36"
+    assert table[5] == "| fa4 | passed | 0.0011 | 0.999999 | 41.20 | 0.2000 | 585 | 4.1 |"
+    assert table[6] == "| fa3 | cannot load (OSError: libcudart.so.13) | – | – | – | – | – | – |"
+    if not torch.cuda.is_available():
+        assert attention_probe.main(["--out", "/nonexistent"]) == 2
+        assert "no CUDA device" in capsys.readouterr().out

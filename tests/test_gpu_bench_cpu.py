@@ -202,6 +202,19 @@ def test_backend_totals_reprice_only_the_sampler_steps() -> None:
     assert "whole clip measured (4 windows)" in lines[0]
 
 
+def test_backend_table_shows_each_backends_peak_memory_and_probe() -> None:
+    fa4 = stages.BackendResult(
+        "fa4", 9.0, 2, False, peak_allocated_gib=8.4, probe="max abs err 0.0012, min cos 1.0"
+    )
+    cudnn = stages.BackendResult("cudnn", 12.0, 2, False)
+    lines = stages.render_backends([cudnn, fa4], {}, steps_per_window=6, windows=1).splitlines()
+    assert lines[0].endswith("| peak GiB allocated | probe vs math attention |")
+    assert lines[2].startswith("| fa4 | 9.00 |") and lines[2].endswith(
+        "| 8.4 | max abs err 0.0012, min cos 1.0 |"
+    )
+    assert lines[3].endswith("| – | – |")
+
+
 # ------------------------------------------------------------------ chunks: the worker's prompts
 
 

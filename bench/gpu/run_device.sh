@@ -14,6 +14,7 @@ fi
 if [ -f .gpu/carry/packs.tar.xz ] && [ ! -d /tmp/packs/ComfyUI-KJNodes ]; then
     tar -C /tmp -xJf .gpu/carry/packs.tar.xz || exit 1 # -> /tmp/packs/<pack> (pack_nodes.sh)
 fi
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 BENCH_COMMIT=${BENCH_COMMIT:-unknown}
+[ "${UNPACK_ONLY:-0}" = 1 ] && exit 0
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site PYTHONUNBUFFERED=1 BENCH_COMMIT=${BENCH_COMMIT:-unknown}
 python3 bench/gpu_bench.py --comfy /tmp/comfyui --out "$OUT" "$@" 2>&1 \
     | grep -v -E '^\s*[0-9]+%\||^Found comfy_kitchen backend|^setup plugin' | tee -a "$OUT/log.txt"

@@ -239,6 +239,8 @@ class BackendResult:
     median_step_s: float
     steps_timed: int
     measured_clip: bool  # the whole clip ran with this backend (else derived from the steps)
+    peak_allocated_gib: float | None = None  # torch allocator peak during its sampler run
+    probe: str = "–"  # the attention node's probe of it: numerics against math attention
 
 
 def clip_seconds_by_backend(
@@ -287,8 +289,8 @@ def render_backends(
     best = min(r.median_step_s for r in results) if results else None
     lines = [
         f"| attention backend | s / step (median) | sampler s / window ({steps_per_window} steps) "
-        "| vs best | GPU s / clip | how |",
-        "|---|---:|---:|---:|---:|---|",
+        "| vs best | GPU s / clip | how | peak GiB allocated | probe vs math attention |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in sorted(results, key=lambda r: r.median_step_s):
         vs = f"+{(r.median_step_s / best - 1) * 100:.0f} %" if best else "–"
@@ -300,7 +302,8 @@ def render_backends(
         clip = clip_totals.get(r.backend)
         lines.append(
             f"| {r.backend} | {r.median_step_s:.2f} | {r.median_step_s * steps_per_window:.1f} | {vs} | "
-            f"{_fmt(clip)}{'' if r.measured_clip else ' [D]'} | {how} |"
+            f"{_fmt(clip)}{'' if r.measured_clip else ' [D]'} | {how} | "
+            f"{_fmt(r.peak_allocated_gib)} | {r.probe} |"
         )
     return "\n".join(lines)
 
