@@ -13,27 +13,18 @@ import importlib.util
 import json
 import logging
 import math
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from bench.gpu.attention_probe import node_module as _submodule  # the package without its __init__
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_DIR = REPO / "comfyui_nodes" / "wan_worker_attention"
-PACKAGE = "wan_worker_attention_under_test"
-
-
-def _submodule(name: str) -> ModuleType:
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACKAGE, NODE_DIR / "__init__.py")
-        assert spec is not None
-        sys.modules[PACKAGE] = importlib.util.module_from_spec(spec)  # its __init__ is not run
-    return importlib.import_module(f"{PACKAGE}.{name}")
 
 
 accuracy = _submodule("accuracy")
