@@ -80,13 +80,21 @@ RUN python /comfyui/main.py --quick-test-for-ci --cpu --disable-auto-launch 2>&1
     && python install_custom_nodes.py check-imports /tmp/comfy-import.log /comfyui/custom_nodes \
     && rm -rf /tmp/comfy-import.log /comfyui/user /comfyui/temp
 
+# flash-attn-4 (only when FLASH_ATTN_4_VERSION was given) compiles its kernels at first use and keeps them
+# on disk here: its kernel for the workflow's attention on Hopper is compiled now, without a GPU (fake
+# tensors), so the probe at ComfyUI's start loads it; kernels compiled at run time land here too.
+ENV FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 \
+    FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/root/.cache/flash-attn-cute \
+    CUTE_DSL_CACHE_DIR=/root/.cache/cute-dsl
+COPY docker/prewarm_fa4.py ./
+RUN if [ -n "${FLASH_ATTN_4_VERSION}" ]; then \
+        python prewarm_fa4.py --node-dir /comfyui/custom_nodes/wan_worker_attention --arch sm_90; \
+    fi
+
 # Where things are; the worker and the entrypoint read these (docs/deploy.md lists every variable).
 # COMFY_URL is not set: it follows COMFY_PORT (entrypoint.sh, worker/config.py).
 # HF_*: keep Hugging Face's cache on the container disk (the base image sets HF_HOME to
 # /workspace/.cache/huggingface/); RunPod's cached models are read from /runpod-volume/huggingface-cache.
-# FLASH_ATTENTION_CUTE_DSL_* / CUTE_DSL_CACHE_DIR: flash-attn-4 keeps the kernels it compiles at first use
-# (the attention probe, at ComfyUI's start) on disk, so a restarted ComfyUI loads them instead of compiling;
-# point them at /runpod-volume to keep them across workers.
 ENV APP_DIR=/app \
     COMFY_DIR=/comfyui \
     COMFY_PORT=8188 \
@@ -97,10 +105,7 @@ ENV APP_DIR=/app \
     HF_HOME=/root/.cache/huggingface \
     HF_HUB_CACHE=/root/.cache/huggingface/hub \
     HUGGINGFACE_HUB_CACHE=/root/.cache/huggingface/hub \
-    HF_HUB_ENABLE_HF_TRANSFER=0 \
-    FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 \
-    FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/root/.cache/flash-attn-cute \
-    CUTE_DSL_CACHE_DIR=/root/.cache/cute-dsl
+    HF_HUB_ENABLE_HF_TRANSFER=0
 
 # The worker itself: the only layers a code change rebuilds.
 WORKDIR /app

@@ -13,6 +13,8 @@ import importlib.util
 import json
 import logging
 import math
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +27,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 REPO = Path(__file__).resolve().parents[1]
+NODE_DIR = REPO / "comfyui_nodes" / "wan_worker_attention"
 
 
 accuracy = _submodule("accuracy")
@@ -343,3 +346,27 @@ def test_device_script_table_names_the_machine_and_every_backend(capsys: pytest.
     if not torch.cuda.is_available():
         assert attention_probe.main(["--out", "/nonexistent"]) == 2
         assert "no CUDA device" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the image build's FA4 pre-compile
+
+
+@pytest.mark.parametrize(
+    ("cache_enabled", "said"),
+    [
+        ("0", "FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED is not 1"),
+        ("1", "not pre-compiled (ModuleNotFoundError"),
+    ],
+)
+def test_prewarm_never_fails_the_build_and_says_why_it_did_nothing(cache_enabled: str, said: str) -> None:
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn-4 is installed here")
+    run = subprocess.run(
+        [sys.executable, str(REPO / "docker" / "prewarm_fa4.py"), "--node-dir", str(NODE_DIR)],
+        env={"FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED": cache_enabled, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0
+    assert f"prewarm_fa4: WARNING: {said}" in run.stdout
