@@ -197,12 +197,23 @@ def fake_comfy(
     def attention_impl(*args: Any, **kwargs: Any) -> None:
         return None
 
+    def attention_pytorch(*args: Any, **kwargs: Any) -> None:
+        return None
+
     attention_impl.__name__ = attention_function
     attention = types.ModuleType("comfy.ldm.modules.attention")
     attention.optimized_attention = attention_impl
+    attention.attention_pytorch = attention_pytorch
     ldm, modules = types.ModuleType("comfy.ldm"), types.ModuleType("comfy.ldm.modules")
+    wan = types.ModuleType("comfy.ldm.wan")
+    wan_model, wan_animate = (
+        types.ModuleType("comfy.ldm.wan.model"),
+        types.ModuleType("comfy.ldm.wan.model_animate"),
+    )
+    wan_model.optimized_attention = wan_animate.optimized_attention = attention_impl  # bound at their import
     comfy.ops, comfy.model_management, comfy.ldm = ops, mm, ldm
-    ldm.modules, modules.attention = modules, attention
+    ldm.modules, modules.attention, ldm.wan = modules, attention, wan
+    wan.model, wan.model_animate = wan_model, wan_animate
     return {
         "comfy": comfy,
         "comfy.ops": ops,
@@ -210,6 +221,9 @@ def fake_comfy(
         "comfy.ldm": ldm,
         "comfy.ldm.modules": modules,
         "comfy.ldm.modules.attention": attention,
+        "comfy.ldm.wan": wan,
+        "comfy.ldm.wan.model": wan_model,
+        "comfy.ldm.wan.model_animate": wan_animate,
     }
 
 
@@ -553,3 +567,15 @@ def test_node_reports_where_its_ranking_came_from(monkeypatch: pytest.MonkeyPatc
     )
     assert "fastest measured on NVIDIA H100 80GB HBM3 (12.03 s/step)" in node.STATE["reason"]
     assert node.measured_ranking("NVIDIA H200") == ([], "NVIDIA H200: not measured")
+
+
+def test_node_unbinds_sage_from_wan_when_its_probe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    probes = passing_probes()
+    probes["sage"] = selection.Probe("sage", False, "numerics", "NaN on the window", 1.0, 0.1)
+    node, modules = load_node(monkeypatch, backend="sage", attention_function="attention_sage", probes=probes)
+    assert (node.STATE["backend"], node.STATE["fallback"]) == ("cudnn", True)
+    assert node.STATE["comfy_attention"] == "attention_pytorch"
+    pytorch = modules["comfy.ldm.modules.attention"].attention_pytorch
+    for name in ("comfy.ldm.wan.model", "comfy.ldm.wan.model_animate", "comfy.ldm.modules.attention"):
+        assert modules[name].optimized_attention is pytorch
+    assert priority_names(modules)[0] == "CUDNN_ATTENTION"

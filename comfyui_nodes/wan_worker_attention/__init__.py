@@ -49,7 +49,7 @@ def setup(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, 
         probe.apply(choice)
         state = choice.as_dict()
         state["sdpa_order"] = probe.current_order()
-        state["comfy_attention"] = facts.comfy_attention
+        state["comfy_attention"] = "attention_pytorch" if choice.unbind_sage else facts.comfy_attention
         state["device"] = _device_text(facts.cuda, facts.capability)
         state["measured"] = measured
     except Exception as exc:

@@ -3,8 +3,8 @@
 ComfyUI's ``attention_pytorch`` calls ``comfy.ops.scaled_dot_product_attention(q, k, v, ...)`` with
 (batch, heads, tokens, head_dim) views of (batch, tokens, heads, head_dim) tensors, looked up at
 every call. ``install`` replaces that function with a ``Dispatch``: a call the kernel can take (no
-mask, not causal, no dropout or GQA, q/k/v of one dtype it has, the head size the probe ran, on
-CUDA) goes to the kernel, without a copy (it reads the tokens-major layout the views come from);
+mask, not causal, no dropout or GQA, q/k/v of the dtype and head size the probe ran, fp16 and 128,
+on CUDA) goes to the kernel, without a copy (it reads the tokens-major layout the views come from);
 every other call goes to ComfyUI's function, which applies the SDPA priority. If the kernel raises
 on a call it was given, that kind of call goes to SDPA from then on and the worker logs it once.
 

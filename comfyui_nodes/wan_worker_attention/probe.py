@@ -176,11 +176,8 @@ def apply(choice: Choice, shape: accuracy.Shape = accuracy.WAN_WINDOW) -> None:
     if attend is not None:
         import torch
 
-        dispatch = {
-            "head_dims": frozenset({shape.head_dim}),
-            "dtypes": frozenset({torch.float16, torch.bfloat16}),
-        }
-        kernels.install(comfy.ops, choice.kernel, attend, **dispatch)
+        probed = {"head_dims": frozenset({shape.head_dim}), "dtypes": frozenset({torch.float16})}
+        kernels.install(comfy.ops, choice.kernel, attend, **probed)
     else:
         kernels.install(comfy.ops, None, None)
     priority = getattr(comfy.ops, "SDPA_BACKEND_PRIORITY", None)
