@@ -38,7 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "unpacked what came; still to carry: ${missing[*]}"
     exit 0
 fi
-export PYTHONPATH=/tmp/site-attn:/tmp/site PYTHONUNBUFFERED=1
+# The CuTe DSL's `cutlass` lives in nvidia_cutlass_dsl/dsl_packages, which its .pth file adds in a site
+# directory; PYTHONPATH entries get no .pth processing, so the folder is named here.
+ATTN_PATH=/tmp/site-attn/nvidia_cutlass_dsl/dsl_packages:/tmp/site-attn
+export PYTHONPATH=$ATTN_PATH:/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
 export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4-cache \
     CUTE_DSL_CACHE_DIR=/tmp/cute-dsl-cache
@@ -49,6 +52,6 @@ if [ "$WHAT" = probe ] || [ "$WHAT" = all ]; then
         tee -a "$OUT/log.txt"
 fi
 if [ "$WHAT" = compare ] || [ "$WHAT" = all ]; then
-    PYTHONPATH=/tmp/site-attn timeout 540 bash bench/gpu/run_device.sh --mode compare \
+    PYTHONPATH=$ATTN_PATH timeout 540 bash bench/gpu/run_device.sh --mode compare \
         --backends cudnn,flash,sage,fa4,fa3 --compare-steps 3
 fi
