@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from worker.graph.api import is_link  # noqa: E402  (standard library only; after the path above)
+
 F32 = 4
 FACE = 512  # PoseAndFaceDetection's crops (cv2.resize to 512x512) and WanAnimateToVideo's face_video_pixels
 SAM2_SIZE = 1024  # Sam2Segmentation (video) resizes the frames to model.image_size first thing
@@ -111,9 +113,7 @@ class NodeRam:
 
 
 def _link(value: Any) -> str | None:
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
-        return str(value[0])
-    return None
+    return value[0] if is_link(value) else None
 
 
 def comfy_order(

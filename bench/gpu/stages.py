@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.graph.api import is_link
+
 ANIMATE_CLASS = "WanAnimateToVideo"
 # The pinned workflow's windows use this repository's subclass (comfyui_nodes/wan_worker_nodes).
 ANIMATE_CLASSES = (ANIMATE_CLASS, "WanAnimateToVideoOfficialMask")
@@ -95,9 +97,7 @@ def stage_of(class_type: str) -> str:
 
 
 def _links(inputs: Mapping[str, Any]) -> list[str]:
-    return [
-        str(v[0]) for v in inputs.values() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int)
-    ]
+    return [value[0] for value in inputs.values() if is_link(value)]
 
 
 def windows_of(graph: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
