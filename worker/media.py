@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import math
 import os
 import re
@@ -324,15 +323,12 @@ def header_duration(url: str) -> float | None:
     downloading the file (ffprobe reads the header, with range requests where the index sits at
     the end); None when the header does not say (a browser's WebM), or the file cannot be read:
     the caller then waits for the download. ``url`` carries a signature: never log it."""
-    args = ["ffprobe", "-v", "error", *_allow_list_args(VIDEO_DEMUXERS, HEADER_PROBE_PROTOCOLS)]
-    args += ["-rw_timeout", str(int(HEADER_PROBE_TIMEOUT_S * 1_000_000))]
-    args += ["-show_entries", "format=duration:stream=codec_type,duration", "-of", "json", url]
+    options = [*_allow_list_args(VIDEO_DEMUXERS, HEADER_PROBE_PROTOCOLS)]
+    options += ["-rw_timeout", str(int(HEADER_PROBE_TIMEOUT_S * 1_000_000))]
+    options += ["-show_entries", "format=duration:stream=codec_type,duration"]
     try:
-        proc = subprocess.run(
-            args, capture_output=True, text=True, timeout=HEADER_PROBE_TIMEOUT_S, check=False
-        )
-        data = json.loads(proc.stdout) if proc.returncode == 0 else {}
-    except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError):
+        data = ffprobe(url, *options, timeout_s=HEADER_PROBE_TIMEOUT_S, streams_and_format=False)
+    except (ProbeError, OSError):
         return None
     streams = [s for s in data.get("streams") or [] if s.get("codec_type") == "video"]
     for value in [*(s.get("duration") for s in streams), (data.get("format") or {}).get("duration")]:
