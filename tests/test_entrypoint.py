@@ -381,21 +381,6 @@ def test_a_misconfigured_worker_fails_before_anything_starts(box: Box) -> None:
     assert not box.has("comfy.start") and not box.has("download.start")
 
 
-def test_a_valid_configuration_passes_the_check(box: Box) -> None:
-    run = box.run(
-        APP_DIR=str(ROOT),
-        PREFLIGHT_CMD="",
-        MINIO_ENDPOINT="127.0.0.1:9",
-        MINIO_ACCESS_KEY="key",
-        MINIO_SECRET_KEY="secret",
-        MINIO_BUCKET="media",
-        WORKFLOW="workflows/model_free_still.json",
-    )
-    assert run.code == 0, run.output
-    assert "preflight: settings valid; workflow model_free_still" in run.output
-    assert box.has("handler.start")
-
-
 VALID_WORKER_ENV = {
     "PREFLIGHT_CMD": "",
     "MINIO_ENDPOINT": "127.0.0.1:9",
@@ -404,6 +389,13 @@ VALID_WORKER_ENV = {
     "MINIO_BUCKET": "media",
     "WORKFLOW": "workflows/model_free_still.json",
 }
+
+
+def test_a_valid_configuration_passes_the_check(box: Box) -> None:
+    run = box.run(APP_DIR=str(ROOT), **VALID_WORKER_ENV)
+    assert run.code == 0, run.output
+    assert "preflight: settings valid; workflow model_free_still" in run.output
+    assert box.has("handler.start")
 
 
 def test_comfy_url_on_another_port_than_comfy_port_is_refused_before_anything_starts(box: Box) -> None:
@@ -454,15 +446,8 @@ def test_a_gpu_machine_without_the_onnx_cuda_provider_stops_at_the_worker_start(
 
 def test_a_bad_workflow_setting_fails_before_anything_starts(box: Box) -> None:
     # Settings alone pass; python -m worker.preflight also loads the workflow with its WAN_* settings.
-    run = box.run(
-        APP_DIR=str(ROOT),
-        PREFLIGHT_CMD="",
-        MINIO_ENDPOINT="127.0.0.1:9",
-        MINIO_ACCESS_KEY="key",
-        MINIO_SECRET_KEY="secret",
-        MINIO_BUCKET="media",
-        WAN_STEPS="abc",
-    )
+    env = {**VALID_WORKER_ENV, "WORKFLOW": "workflows/wan22_animate_replace.json", "WAN_STEPS": "abc"}
+    run = box.run(APP_DIR=str(ROOT), **env)
     assert run.code == 2, run.output
     assert "configuration is invalid; nothing started" in run.output
     assert "WAN_STEPS (workflow setting 'steps') must be an integer, not 'abc'" in run.output
