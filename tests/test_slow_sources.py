@@ -146,6 +146,55 @@ def test_a_trickling_minio_download_ends_at_the_jobs_deadline(
     assert s3_proxy.count(method) == 1  # no retry begins after the deadline
 
 
+def cancelled_after(seconds: float) -> threading.Event:
+    """A job's cancel, set ``seconds`` from now (RunPod's cancel arriving mid-download)."""
+    cancel = threading.Event()
+    timer = threading.Timer(seconds, cancel.set)
+    timer.daemon = True
+    timer.start()
+    return cancel
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_cancel_ends_a_trickling_minio_download_at_once(
+    s3: S3Bucket, s3_proxy: S3FaultProxy, tmp_path: Path, method: str
+) -> None:
+    """The job's deadline is far away: the cancel alone ends it, and no retry begins after it."""
+    s3.put("videos/v.mp4", b"v" * 100)
+    s3_proxy.trickle_next(method, TRICKLE_S)
+    storage = s3.make_storage(s3_proxy.endpoint, retries=4)
+    dest = tmp_path / "v.mp4"
+    started = time.monotonic()
+    with pytest.raises(WorkerError) as caught:
+        storage.download(
+            "videos/v.mp4",
+            dest,
+            max_bytes=MIB,
+            field="driving_video_path",
+            deadline=started + 600,
+            cancel=cancelled_after(LIMIT_S),
+        )
+    assert caught.value.code is ErrorCode.CANCELLED
+    assert time.monotonic() - started < LIMIT_S + SLACK_S
+    assert not dest.exists()
+    assert s3_proxy.count(method) == 1
+
+
+@pytest.mark.parametrize("path", ["/slow-body.png", "/slow-headers.png"])
+def test_a_cancel_ends_a_trickling_url_fetch_at_once(
+    trickler: ThreadingHTTPServer, tmp_path: Path, path: str
+) -> None:
+    error, elapsed = _fetch_error(
+        _url(trickler, path),
+        tmp_path / "a.png",
+        deadline=time.monotonic() + 600,
+        cancel=cancelled_after(LIMIT_S),
+    )
+    assert error.code is ErrorCode.CANCELLED
+    assert elapsed < LIMIT_S + SLACK_S
+    assert trickler.requests == 1  # type: ignore[attr-defined]
+
+
 def test_a_minio_download_within_the_deadline_is_not_cut(s3: S3Bucket, tmp_path: Path) -> None:
     s3.put("videos/v.mp4", b"v" * 100)
     dest = tmp_path / "v.mp4"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,14 @@ class ChunkStore:
         job_fingerprint: str,
         *,
         deadline: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.storage = storage
         self.folder = f"{prefix}/{sanitize_id(job_id)}/"
         self.fingerprint = job_fingerprint
         self.job_id = job_id
         self.deadline = deadline  # the job's: a kept chunk's download ends there (TIMEOUT)
+        self.cancel = cancel  # the job's: a kept chunk's download ends when it is set (CANCELLED)
 
     def video_key(self, chunk: Chunk) -> str:
         return f"{self.folder}chunk-{chunk.index:04d}.mp4"
@@ -105,13 +108,23 @@ class ChunkStore:
 
     def fetch_video(self, chunk: Chunk, dest: Path, *, width: int, height: int) -> None:
         self.storage.download(
-            self.video_key(chunk), dest, max_bytes=MAX_CHUNK_BYTES, field="chunk", deadline=self.deadline
+            self.video_key(chunk),
+            dest,
+            max_bytes=MAX_CHUNK_BYTES,
+            field="chunk",
+            deadline=self.deadline,
+            cancel=self.cancel,
         )
         check_chunk(dest, frames=chunk.frames, width=width, height=height)
 
     def fetch_motion(self, chunk: Chunk, dest: Path) -> None:
         self.storage.download(
-            self.motion_key(chunk), dest, max_bytes=MAX_CHUNK_BYTES, field="chunk", deadline=self.deadline
+            self.motion_key(chunk),
+            dest,
+            max_bytes=MAX_CHUNK_BYTES,
+            field="chunk",
+            deadline=self.deadline,
+            cancel=self.cancel,
         )
 
     def clear(self) -> None:

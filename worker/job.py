@@ -357,7 +357,12 @@ class _Job:
         copy = work_dir / "existing.mp4"
         with self.clock.measure("download"):
             self.runner.storage.download(
-                key, copy, max_bytes=max(info.size, 1), field="output", deadline=self.deadline
+                key,
+                copy,
+                max_bytes=max(info.size, 1),
+                field="output",
+                deadline=self.deadline,
+                cancel=self.cancel,
             )
         try:
             video = validate_output(
@@ -404,6 +409,7 @@ class _Job:
                     max_bytes=self.settings.max_image_bytes,
                     field="input_image_minio_path",
                     deadline=self.deadline,
+                    cancel=self.cancel,
                 )
             else:
                 assert request.image_url is not None
@@ -413,6 +419,7 @@ class _Job:
                     max_bytes=self.settings.max_image_bytes,
                     allow_private=self.settings.allow_private_urls,
                     deadline=self.deadline,
+                    cancel=self.cancel,
                 )
             self._check_time()
             storage.download(
@@ -421,6 +428,7 @@ class _Job:
                 max_bytes=self.settings.max_video_bytes,
                 field="driving_video_path",
                 deadline=self.deadline,
+                cancel=self.cancel,
             )
         self._check_time()
         return avatar_src, video_src
@@ -486,6 +494,7 @@ class _Job:
                 self.job_id,
                 job_fingerprint,
                 deadline=self.deadline,
+                cancel=self.cancel,
             )
             self.chunk_store = store
         parts = [work_dir / f"chunk-{chunk.index:04d}.mp4" for chunk in chunks]

@@ -2,9 +2,10 @@
 
 A read timeout does not bound a transfer: a server that sends one byte every two seconds (in its
 headers or its body) never lets a read time out, and a download of a few MB then takes days.
-``cut_at(deadline)`` starts a timer; when the deadline passes it shuts down the sockets of every
-connection this thread has used inside the block, so a read blocked on them ends at once with a
-connection error, and ``watch.expired`` tells the caller why it ended. Only connections of pools
+``cut_at(deadline, cancel)`` starts a watcher; when the deadline passes, or the job's ``cancel``
+is set, it shuts down the sockets of every connection this thread has used inside the block, so a
+read blocked on them ends at once with a connection error, and ``watch.expired`` (and
+``watch.cancelled``) tell the caller why it ended. Only connections of pools
 set up with ``watch_pools`` take part (the worker's MinIO client and its URL fetches).
 
 The one wait not cut is a TCP connect in progress (its socket is not reachable yet): callers give
@@ -25,6 +26,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+CANCEL_POLL_S = 0.1  # how soon a set cancel cuts a transfer
 _active = threading.local()  # .watches: the CutWatch blocks this thread is inside, innermost last
 
 
@@ -36,7 +38,8 @@ class CutWatch:
     """The connections used inside one ``cut_at`` block, and whether its deadline cut them."""
 
     def __init__(self) -> None:
-        self.expired = False
+        self.expired = False  # the connections were cut (at the deadline, or for a cancel)
+        self.cancelled = False  # ... because the job was cancelled
         self._connections: list[Any] = []
         self._open = True
         self._lock = threading.Lock()
@@ -49,11 +52,12 @@ class CutWatch:
         if expired:  # a connection made after the cut (a retry) is cut too
             _shut(connection)
 
-    def cut(self) -> None:
+    def cut(self, *, cancelled: bool = False) -> None:
         with self._lock:
             if not self._open:
                 return
             self.expired = True
+            self.cancelled = cancelled
             connections = list(self._connections)
         for connection in connections:
             _shut(connection)
@@ -65,24 +69,48 @@ class CutWatch:
 
 
 @contextmanager
-def cut_at(deadline: float | None) -> Iterator[CutWatch]:
+def cut_at(deadline: float | None, cancel: threading.Event | None = None) -> Iterator[CutWatch]:
     """Cuts the connections this thread uses inside the block when ``time.monotonic()`` reaches
-    ``deadline`` (``None``: never)."""
+    ``deadline`` or ``cancel`` is set (``None``: never)."""
     watch = CutWatch()
-    if deadline is None:
+    if deadline is None and cancel is None:
         yield watch
         return
     watches: list[CutWatch] = _active.__dict__.setdefault("watches", [])
     watches.append(watch)
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.cut)
-    timer.daemon = True
-    timer.start()
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(watch, deadline, cancel, done), daemon=True)
+    watcher.start()
     try:
         yield watch
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join()
         watch.close()
         watches.remove(watch)
+
+
+def cancelled_here() -> bool:
+    """Whether a ``cut_at`` block this thread is inside was cut for a cancel (no retry then)."""
+    return any(watch.cancelled for watch in getattr(_active, "watches", ()))
+
+
+def _watch(
+    watch: CutWatch, deadline: float | None, cancel: threading.Event | None, done: threading.Event
+) -> None:
+    while True:
+        wait = CANCEL_POLL_S if cancel is not None else None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                watch.cut()
+                return
+            wait = left if wait is None else min(wait, left)
+        if done.wait(wait):
+            return
+        if cancel is not None and cancel.is_set():
+            watch.cut(cancelled=True)
+            return
 
 
 def time_left(deadline: float | None, limit: float) -> float:

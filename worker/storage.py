@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 
 from worker.errors import ErrorCode, WorkerError, disk_full_error, is_disk_full
 from worker.logs import log_event
-from worker.netdeadline import DeadlinePassed, cut_at, watch_pools
+from worker.netdeadline import DeadlinePassed, cancelled_here, cut_at, watch_pools
 
 T = TypeVar("T")
 
@@ -272,16 +273,18 @@ class Storage:
         field: str,
         progress: ProgressCallback | None = None,
         deadline: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> int:
         """Streams the object to ``dest`` in ``chunk_bytes`` pieces; returns its size.
 
         A transfer that breaks resumes where it stopped (HTTP Range + If-Match on the
         ETag, so a changed object is never stitched together). ``dest`` is removed on
         any failure. ``progress(done, total)`` is called after every chunk. At ``deadline``
-        (``time.monotonic()``, the job's) the download ends as ``TIMEOUT``.
+        (``time.monotonic()``, the job's) the download ends as ``TIMEOUT``; when ``cancel`` is set,
+        at once as ``CANCELLED``.
         """
         started = time.monotonic()
-        with cut_at(deadline) as watch:
+        with cut_at(deadline, cancel) as watch:
             try:
                 written = self._download(key, dest, max_bytes, field, progress, deadline)
                 if watch.expired:  # a header cut short can read as a complete answer: not trusted
@@ -292,6 +295,8 @@ class Storage:
                 dest.unlink(missing_ok=True)
                 if not isinstance(exc, Exception) or not (watch.expired or isinstance(exc, DeadlinePassed)):
                     raise
+                if watch.cancelled:
+                    raise WorkerError(ErrorCode.CANCELLED, "the job was cancelled") from exc
                 raise WorkerError(
                     ErrorCode.TIMEOUT,
                     f"{field}: the job's time (JOB_TIMEOUT_S) ran out while {key!r} was still coming from "
@@ -498,7 +503,7 @@ class Storage:
             try:
                 return call()
             except Exception as exc:
-                if attempt > self.retries or not is_transient(exc):
+                if attempt > self.retries or not is_transient(exc) or cancelled_here():
                     raise
                 delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
                 delay *= 0.5 + random.random() / 2  # jitter: workers must not retry in lockstep

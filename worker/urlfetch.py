@@ -32,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,12 +106,14 @@ def fetch_url(
     total_timeout_s: float = 300.0,
     field: str = "input_image_url",
     deadline: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> int:
     """Streams ``url`` to ``dest``; returns the number of bytes written.
 
     ``timeout_s`` bounds connecting and each read; ``total_timeout_s`` the whole transfer, redirects
     included (past it: ``SOURCE_UNAVAILABLE``); ``deadline`` (``time.monotonic()``) is the job's:
-    reaching it first ends the download as ``TIMEOUT``. ``dest`` is removed on any failure.
+    reaching it first ends the download as ``TIMEOUT``; a set ``cancel`` ends it at once as
+    ``CANCELLED``. ``dest`` is removed on any failure.
     """
     started = time.monotonic()
     job_first = deadline is not None and deadline < started + total_timeout_s
@@ -119,7 +122,7 @@ def fetch_url(
     dest.parent.mkdir(parents=True, exist_ok=True)
     current = url
     try:
-        with cut_at(limit) as watch, requests.Session() as session:
+        with cut_at(limit, cancel) as watch, requests.Session() as session:
             session.trust_env = False
             try:
                 for _hop in range(max_redirects + 1):
@@ -143,6 +146,8 @@ def fetch_url(
                         return written
                 raise fetch.not_found(url, f"redirected more than {max_redirects} times")
             except Exception as exc:
+                if watch.cancelled:
+                    raise WorkerError(ErrorCode.CANCELLED, "the job was cancelled") from exc
                 if watch.expired or isinstance(exc, DeadlinePassed) or time.monotonic() >= limit:
                     raise fetch.too_slow(
                         current, dest, job_deadline=job_first, elapsed_s=time.monotonic() - started
