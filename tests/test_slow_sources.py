@@ -121,28 +121,29 @@ def test_a_fast_url_within_the_limits_is_not_cut(tmp_path: Path) -> None:
         server.server_close()
 
 
+def _download_error(
+    s3: S3Bucket, proxy: S3FaultProxy, tmp_path: Path, **options: Any
+) -> tuple[WorkerError, float]:
+    """The error a download through ``proxy`` ends with, and how long it took; nothing left behind."""
+    storage = s3.make_storage(proxy.endpoint, retries=4)
+    dest = tmp_path / "v.mp4"
+    started = time.monotonic()
+    with pytest.raises(WorkerError) as caught:
+        storage.download("videos/v.mp4", dest, max_bytes=MIB, field="driving_video_path", **options)
+    assert not dest.exists()
+    return caught.value, time.monotonic() - started
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_a_trickling_minio_download_ends_at_the_jobs_deadline(
     s3: S3Bucket, s3_proxy: S3FaultProxy, tmp_path: Path, method: str
 ) -> None:
     s3.put("videos/v.mp4", b"v" * 100)
     s3_proxy.trickle_next(method, TRICKLE_S)
-    storage = s3.make_storage(s3_proxy.endpoint, retries=4)
-    dest = tmp_path / "v.mp4"
-    started = time.monotonic()
-    with pytest.raises(WorkerError) as caught:
-        storage.download(
-            "videos/v.mp4",
-            dest,
-            max_bytes=MIB,
-            field="driving_video_path",
-            deadline=started + LIMIT_S,
-        )
-    elapsed = time.monotonic() - started
-    assert caught.value.code is ErrorCode.TIMEOUT and caught.value.retryable
-    assert "JOB_TIMEOUT_S" in caught.value.message and "too slowly" in caught.value.message
+    error, elapsed = _download_error(s3, s3_proxy, tmp_path, deadline=time.monotonic() + LIMIT_S)
+    assert error.code is ErrorCode.TIMEOUT and error.retryable
+    assert "JOB_TIMEOUT_S" in error.message and "too slowly" in error.message
     assert elapsed < LIMIT_S + SLACK_S
-    assert not dest.exists()
     assert s3_proxy.count(method) == 1  # no retry begins after the deadline
 
 
@@ -162,21 +163,11 @@ def test_a_cancel_ends_a_trickling_minio_download_at_once(
     """The job's deadline is far away: the cancel alone ends it, and no retry begins after it."""
     s3.put("videos/v.mp4", b"v" * 100)
     s3_proxy.trickle_next(method, TRICKLE_S)
-    storage = s3.make_storage(s3_proxy.endpoint, retries=4)
-    dest = tmp_path / "v.mp4"
-    started = time.monotonic()
-    with pytest.raises(WorkerError) as caught:
-        storage.download(
-            "videos/v.mp4",
-            dest,
-            max_bytes=MIB,
-            field="driving_video_path",
-            deadline=started + 600,
-            cancel=cancelled_after(LIMIT_S),
-        )
-    assert caught.value.code is ErrorCode.CANCELLED
-    assert time.monotonic() - started < LIMIT_S + SLACK_S
-    assert not dest.exists()
+    error, elapsed = _download_error(
+        s3, s3_proxy, tmp_path, deadline=time.monotonic() + 600, cancel=cancelled_after(LIMIT_S)
+    )
+    assert error.code is ErrorCode.CANCELLED
+    assert elapsed < LIMIT_S + SLACK_S
     assert s3_proxy.count(method) == 1
 
 
